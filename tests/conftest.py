@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny presets, small configs, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+DEMO = REPO / "tfsft" / "demo_data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One tiny preset for the whole session (and across xdist workers): it is built
+    # once into the repo's pytest cache, versioned by name.
+    os.environ.setdefault("TFSFT_CACHE", str(REPO / ".pytest_cache" / "tfsft"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
+    if SHARED.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real data not found at {SHARED}")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
+    """A plain-dict config training the tiny BERT on the demo sentiment data."""
+    return {
+        "name": "tiny-test",
+        "task": "classification",
+        "data": {
+            "train": str(DEMO / "sentiment_train.tsv"),
+            "validation": str(DEMO / "sentiment_dev.tsv"),
+            "text_column": "sentence",
+            "label_column": "label",
+            "max_train_examples": 96,
+        },
+        "model": {"preset": "tiny", "sequence_length": 32},
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "learning_rate": 1e-3,
+            "output_dir": str(tmp_path / "runs"),
+        },
+    }
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def easy_data(tmp_path: Path) -> tuple[Path, Path]:
+    """A synthetic sentiment task the tiny model learns in a few dozen steps."""
+    rng = random.Random(0)
+    pos = ["good", "great", "wonderful", "love", "best"]
+    neg = ["bad", "awful", "boring", "worst", "hate"]
+    filler = ["the", "film", "was", "and", "it", "plot"]
+
+    def rows(n: int) -> str:
+        out = ["sentence\tlabel"]
+        for i in range(n):
+            words, label = (pos, "pos") if i % 2 else (neg, "neg")
+            text = " ".join(rng.sample(words, 2) + rng.sample(filler, 3))
+            out.append(f"{text}\t{label}")
+        return "\n".join(out) + "\n"
+
+    return write(tmp_path / "easy_train.tsv", rows(96)), write(
+        tmp_path / "easy_dev.tsv", rows(40)
+    )

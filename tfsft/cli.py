@@ -1,0 +1,249 @@
+"""The `tfsft` command: parse -> load_config -> call one library function -> report.
+
+Results go to stdout (the run dir, JSON); progress, tables and errors go to stderr, so
+``RUN=$(tfsft train cfg.yaml)`` works in scripts. Errors a user can cause print one
+clear line and exit 1 without a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+# Set before TensorFlow is imported (it is imported lazily, inside commands): keep
+# C++ INFO/WARNING chatter (oneDNN, CUDA probing) off the user's terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from tfsft.config import config_schema, config_to_yaml, load_config
+from tfsft.errors import TfsftError
+
+app = typer.Typer(
+    help="Fine-tune pretrained language models with Keras 3 + TensorFlow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check and show configs.", no_args_is_help=True)
+data_app = typer.Typer(help="Look at the data a config reads.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a key, e.g. --set train.epochs=2 (repeatable)."
+    ),
+]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(message)s",
+            handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        )
+        try:
+            return fn(*args, **kwargs)
+        except TfsftError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]; re-run the same command to resume")
+            raise typer.Exit(130) from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(f"[bold red]error:[/] {where}{e.strerror or e}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except Exception as e:
+            if os.environ.get("TFSFT_DEBUG"):
+                raise
+            err.print(
+                f"[bold red]internal error:[/] {type(e).__name__}: {e}\n"
+                "This is a bug in tfsft; run with TFSFT_DEBUG=1 for the traceback.",
+                soft_wrap=True,
+            )
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+@app.command()
+@_handle_errors
+def train(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Fine-tune as CONFIG says; prints the run dir. Re-run to resume."""
+    cfg = load_config(config, set_ or [])
+    from tfsft.training.trainer import train as run_training
+
+    # Keras prints its progress bar on stdout; stdout is reserved for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        run = run_training(cfg)
+    _print_metrics(run.metrics, f"{cfg.name}: validation metrics")
+    typer.echo(str(run.dir))
+
+
+@app.command()
+@_handle_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run dir written by `tfsft train`.")],
+    data: Annotated[
+        str | None, typer.Option(help="Labelled file with the run's columns.")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="train | validation | test")
+    ] = "validation",
+    output: Annotated[
+        Path | None, typer.Option(help="Write metrics JSON here (not stdout).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite --output.")] = False,
+) -> None:
+    """Score a trained run; metrics JSON to stdout or --output."""
+    _refuse_overwrite(output, force)
+    from tfsft.evaluation.inference import evaluate as run_evaluation
+
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics = run_evaluation(run, data=data, split=split)
+    _print_metrics(metrics, f"{run}: {Path(data).name if data else split}")
+    _emit(json.dumps(metrics, indent=2), output)
+
+
+@app.command()
+@_handle_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run dir written by `tfsft train`.")],
+    text: Annotated[
+        list[str] | None, typer.Option(help="A text to classify (repeatable).")
+    ] = None,
+    text_pair: Annotated[
+        list[str] | None, typer.Option(help="Second text, for pair models.")
+    ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(help="CSV/TSV/JSONL/JSON file with the run's text columns."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="JSON-lines output file.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite --output.")] = False,
+) -> None:
+    """Predict labels for --text or an --input file; JSON lines out."""
+    if bool(text) == bool(input):
+        raise TfsftError("give either --text (with --text-pair for pairs) or --input")
+    _refuse_overwrite(output, force)
+    from tfsft.evaluation.inference import predict as run_predict
+    from tfsft.evaluation.inference import read_inputs
+    from tfsft.runs import load_run
+
+    loaded = load_run(run)
+    rows: list[dict[str, Any]]
+    if input is not None:
+        rows, texts, pairs = read_inputs(input, loaded.config.data)
+    else:
+        texts, pairs = list(text or []), list(text_pair) if text_pair else None
+        rows = [
+            {"text": t} | ({"text_pair": p} if pairs else {})
+            for t, p in zip(texts, pairs or texts, strict=True)
+        ]
+    with contextlib.redirect_stdout(sys.stderr):
+        predictions = run_predict(loaded, texts, pairs)
+    lines = [
+        json.dumps(row | pred, ensure_ascii=False)
+        for row, pred in zip(rows, predictions, strict=True)
+    ]
+    _emit("\n".join(lines), output)
+
+
+@config_app.command("validate")
+@_handle_errors
+def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Check CONFIG; exit 0 if valid."""
+    cfg = load_config(config, set_ or [])
+    err.print(f"[green]ok[/]: {config} ({cfg.name}, task {cfg.task})")
+
+
+@config_app.command("show")
+@_handle_errors
+def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Print CONFIG with overrides applied and every default filled in."""
+    typer.echo(config_to_yaml(load_config(config, set_ or [])), nl=False)
+
+
+@config_app.command("schema")
+@_handle_errors
+def config_schema_cmd() -> None:
+    """Print the JSON Schema of configs."""
+    typer.echo(config_schema())
+
+
+@data_app.command("inspect")
+@_handle_errors
+def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Rows, labels, lengths and truncation of each split of CONFIG."""
+    cfg = load_config(config, set_ or [])
+    from tfsft.data.inspect import inspect_splits
+
+    summary = inspect_splits(cfg)
+    table = Table(title=f"{cfg.name}: data")
+    for column in (
+        "split",
+        "rows",
+        "skipped",
+        "labels",
+        "tokens mean/p95/max",
+        "truncated",
+    ):
+        table.add_column(column)
+    for row in summary:
+        table.add_row(
+            *(
+                str(row[k])
+                for k in ("split", "rows", "skipped", "labels", "tokens", "truncated")
+            )
+        )
+    err.print(table)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _print_metrics(metrics: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown)
+    err.print(table)
+
+
+def _refuse_overwrite(path: Path | None, force: bool) -> None:
+    if path is not None and path.exists() and not force:
+        raise TfsftError(f"{path}: already exists; pass --force to overwrite it")
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(output)
+    err.print(f"wrote {output}")

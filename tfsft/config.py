@@ -1,0 +1,307 @@
+"""The experiment config: strict pydantic models loaded once from YAML.
+
+Unknown keys are errors (with a "did you mean" hint), values are type-checked, and every
+message names the file, the YAML line and the dotted key path. The validated config is
+frozen; library functions take it, or a sub-config, and never re-read YAML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tfsft.errors import ConfigError
+
+Task = Literal["classification", "multilabel", "regression"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the examples come from and which columns hold what."""
+
+    train: str = Field(description="Path (CSV/TSV/JSONL/JSON) or tfds:NAME[:SPLIT].")
+    validation: str | None = None
+    test: str | None = None
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None,
+        description="Hold out this fraction of train (stratified, seeded) when "
+        "there is no validation file.",
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "json"] = "auto"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    label_delimiter: str = Field(
+        default=";", min_length=1, description="Separates labels in a multilabel cell."
+    )
+    labels: list[str] | None = Field(
+        default=None, description="Fixed label order; default: sorted training labels."
+    )
+    max_train_examples: Annotated[int, Field(gt=0)] | None = None
+    skip_invalid_rows: bool = False
+    clean_text: bool = Field(
+        default=True, description="Normalise Unicode (NFC) and collapse whitespace."
+    )
+    tfds_data_dir: str | None = Field(
+        default=None, description="data_dir of prepared TFDS datasets (works offline)."
+    )
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DataConfig:
+        if self.validation and self.validation_fraction:
+            raise ValueError(
+                "set either data.validation or data.validation_fraction, not both"
+            )
+        return self
+
+
+class FreezeLayersConfig(_Strict):
+    first_n_layers: Annotated[int, Field(ge=0)]
+
+
+class ModelConfig(_Strict):
+    """The pretrained backbone and the task head on top of it."""
+
+    preset: str = Field(
+        default="minilm",
+        description="minilm | keras-hub preset name | local preset dir | "
+        "Hugging Face-format dir | tiny",
+    )
+    sequence_length: Annotated[int, Field(ge=8, le=4096)] = 128
+    freeze: Literal["none", "backbone", "embeddings"] | FreezeLayersConfig = "none"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class PeftConfig(_Strict):
+    # Only full fine-tuning exists so far; LoRA, adapters and prompt tuning add
+    # their own literals and options here when they land.
+    method: Literal["none"] = "none"
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule and loop settings."""
+
+    epochs: Annotated[int, Field(ge=1)] = 3
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    learning_rate: Annotated[float, Field(gt=0)] = 5.0e-5
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: Annotated[float, Field(gt=0)] | None = 1.0
+    seed: int = 42
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
+    monitor: str | None = Field(
+        default=None,
+        description="Metric that picks the best checkpoint, e.g. val_accuracy; "
+        "default: val_accuracy for classification, val_loss otherwise.",
+    )
+    save_every_steps: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Back up for resume every N steps (default: every epoch).",
+    )
+    output_dir: str = "runs"
+
+
+class RuntimeConfig(_Strict):
+    strategy: Literal["auto", "one_device"] = "auto"
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    jit_compile: bool = False
+
+
+class EvaluateConfig(_Strict):
+    threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.5, description="Multilabel decision threshold on probabilities."
+    )
+    max_errors: Annotated[int, Field(ge=0)] = 200
+
+
+class ExperimentConfig(_Strict):
+    """The whole experiment; see DESIGN.md for the contract of these keys."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    task: Task = "classification"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    peft: PeftConfig = PeftConfig()
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
+    """Reads, overrides and validates a YAML config.
+
+    Args:
+        path: YAML file.
+        overrides: ``a.b=value`` strings; values are parsed as YAML scalars/lists, so
+            ``train.epochs=2`` is an int and ``data.test=null`` is None.
+
+    Raises:
+        ConfigError: naming the file, line and key path of the first problem(s).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f": line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    for item in overrides:
+        key = _apply_override(raw, item)
+        # An overridden key is reported as coming from --set, not from the file.
+        lines = {k: v for k, v in lines.items() if not _within(k, key)}
+        lines[key] = -1
+    return validate_config(raw, source=str(path), lines=lines)
+
+
+def validate_config(
+    raw: dict[str, Any], source: str = "<config>", lines: dict[str, int] | None = None
+) -> ExperimentConfig:
+    """Validates a plain dict (already parsed YAML) into an `ExperimentConfig`."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        errors = _most_specific(e.errors())
+        messages = [_describe(err, loc, source, lines or {}) for loc, err in errors]
+        raise ConfigError("\n".join(messages)) from None
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (every default spelled out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_schema() -> str:
+    """JSON Schema of the config, for editors and docs."""
+    return json.dumps(ExperimentConfig.model_json_schema(), indent=2)
+
+
+def _within(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> str:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value  # a plain string that merely looks odd to YAML, e.g. "a: b"
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {item!r}: {prefix} is a value, not a section")
+        node = child
+    node[parts[-1]] = parsed
+    return key
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Maps dotted key paths to 1-based YAML line numbers."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}{key_node.value}"
+            out[path] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, path + "."))
+    return out
+
+
+def _most_specific(errors: list[Any]) -> list[tuple[list[str], dict[str, Any]]]:
+    """One error per key path, preferring the deepest when a union value is wrong.
+
+    A union such as ``freeze: none | {first_n_layers: K}`` reports one error per
+    member; the user needs only the one that goes deepest into what they wrote.
+    """
+    located = []
+    for err in errors:
+        # Union members add their class name to the location; drop those tags.
+        loc = [
+            str(p)
+            for p in err["loc"]
+            if not (
+                isinstance(p, str) and (p[:1].isupper() or p.startswith("literal["))
+            )
+        ]
+        located.append((loc, err))
+    kept: list[tuple[list[str], dict[str, Any]]] = []
+    for loc, err in located:
+        deeper = any(len(o) > len(loc) and o[: len(loc)] == loc for o, _ in located)
+        if not deeper and all(k != loc for k, _ in kept):
+            kept.append((loc, err))
+    return kept
+
+
+def _describe(
+    err: dict[str, Any], loc: list[str], source: str, lines: dict[str, int]
+) -> str:
+    dotted = ".".join(loc) or "(top level)"
+    line = _nearest_line(loc, lines)
+    where = source if not line else "--set" if line == -1 else f"{source}: line {line}"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = f"{dotted}: unknown key"
+        hint = _suggest(loc)
+        if hint:
+            msg += f"; did you mean '{hint}'?"
+    elif kind == "missing":
+        msg = f"{dotted}: required key is missing"
+    else:
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        msg = f"{dotted}: {err['msg']}{shown}"
+    return f"{where}: {msg}"
+
+
+def _nearest_line(loc: list[str], lines: dict[str, int]) -> int | None:
+    for n in range(len(loc), 0, -1):
+        line = lines.get(".".join(loc[:n]))
+        if line:
+            return line
+    return None
+
+
+def _suggest(loc: list[str]) -> str | None:
+    """The closest valid key at the same level as the unknown one."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [
+            c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)
+        ]
+        if not nested:
+            return None
+        model = nested[0]
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+    return close[0] if close else None

@@ -1,0 +1,1 @@
+"""Data stage: read, validate, clean, split and turn examples into tf.data pipelines."""

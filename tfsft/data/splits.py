@@ -1,0 +1,89 @@
+"""Seeded subsetting and hold-out splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from tfsft.config import ExperimentConfig
+from tfsft.data.sources import Examples, load_examples
+from tfsft.errors import DataError
+
+
+def take_shuffled(examples: Examples, n: int | None, seed: int) -> Examples:
+    """The first ``n`` examples after a seeded shuffle (all of them if n is None).
+
+    Shuffling first matters: many corpora are sorted by label or source, so a plain
+    head would be one-sided.
+    """
+    if n is None or n >= len(examples):
+        return examples
+    order = np.random.default_rng(seed).permutation(len(examples))[:n]
+    return examples.select(sorted(order.tolist()))
+
+
+def holdout_split(
+    examples: Examples, fraction: float, seed: int, stratify: bool
+) -> tuple[Examples, Examples]:
+    """Splits off ``fraction`` of the examples as validation.
+
+    Stratifies on the (single) label when ``stratify`` is set and every class has at
+    least two examples; otherwise the split is a seeded random one.
+    """
+    n_val = round(len(examples) * fraction)
+    if n_val < 1 or n_val >= len(examples):
+        raise DataError(
+            f"{examples.source}: data.validation_fraction={fraction} leaves "
+            f"{n_val} of {len(examples)} examples for validation; use a larger "
+            "dataset or a validation file"
+        )
+    indices = np.arange(len(examples))
+    labels = [str(v) for v in examples.labels]
+    counts = Counter(labels)
+    can_stratify = stratify and min(counts.values()) >= 2 and n_val >= len(counts)
+    train_idx, val_idx = train_test_split(
+        indices,
+        test_size=n_val,
+        random_state=seed,
+        stratify=labels if can_stratify else None,
+    )
+    return examples.select(sorted(train_idx.tolist())), examples.select(
+        sorted(val_idx.tolist())
+    )
+
+
+@dataclass
+class Splits:
+    """The examples of each split, validated and ready to encode."""
+
+    train: Examples
+    validation: Examples | None = None
+    test: Examples | None = None
+
+    def items(self) -> list[tuple[str, Examples]]:
+        named = [("train", self.train), ("validation", self.validation)]
+        return [(n, e) for n, e in [*named, ("test", self.test)] if e is not None]
+
+
+def load_splits(cfg: ExperimentConfig) -> Splits:
+    """Reads train/validation/test as configured.
+
+    A ``validation_fraction`` is split off the full training file first, so the
+    validation set does not change with ``max_train_examples``; the cap then applies
+    to what is left for training.
+    """
+    data, seed = cfg.data, cfg.train.seed
+    train = load_examples(data.train, data, "train")
+    validation = (
+        load_examples(data.validation, data, "validation") if data.validation else None
+    )
+    if data.validation_fraction:
+        train, validation = holdout_split(
+            train, data.validation_fraction, seed, stratify=cfg.task == "classification"
+        )
+    train = take_shuffled(train, data.max_train_examples, seed)
+    test = load_examples(data.test, data, "test") if data.test else None
+    return Splits(train, validation, test)

@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, reports and batch inference."""

@@ -1,0 +1,1 @@
+"""Model stage: backbones, task heads, freezing and parameter accounting."""

