@@ -8,7 +8,6 @@ from conftest import DEMO
 
 import tfsft
 from tfsft.config import validate_config
-from tfsft.models.backbones import resolve_preset
 from tfsft.runs import read_status
 
 
@@ -190,7 +189,7 @@ def test_building_blocks_give_plain_keras_objects(tiny_cfg):
     splits = tfsft.load_splits(cfg)
     spec = tfsft.build_label_spec(cfg.task, splits.train, cfg.data)
     y = tfsft.encode_labels(spec, splits.train, cfg.data)
-    pre = tfsft.load_preprocessor(resolve_preset("tiny"), 32)
+    pre = tfsft.load_preprocessor(tfsft.resolve_preset("tiny"), 32)
     ds = tfsft.make_dataset(splits.train, y, pre, 16, shuffle=True)
     model = tfsft.build_model(cfg.model, spec.num_outputs)
     tfsft.compile_model(model, cfg, total_steps=6)

@@ -42,6 +42,7 @@ _LAZY = {
     "encode_labels": "tfsft.data.labels",
     "make_dataset": "tfsft.data.pipeline",
     "load_preprocessor": "tfsft.models.backbones",
+    "resolve_preset": "tfsft.models.backbones",
     "build_model": "tfsft.models.tasks",
     "count_params": "tfsft.models.peft",
     "make_callbacks": "tfsft.training.callbacks",

@@ -24,7 +24,11 @@ from tfsft.models.heads import default_monitor, make_loss, make_metrics
 from tfsft.models.peft import count_params
 from tfsft.models.tasks import build_model
 from tfsft.runs import Run, open_run_dir, write_json, write_status
-from tfsft.training.callbacks import make_callbacks, progress_verbosity
+from tfsft.training.callbacks import (
+    ProgressLog,
+    make_callbacks,
+    progress_verbosity,
+)
 from tfsft.training.optim import make_optimizer
 from tfsft.training.strategy import make_strategy, seed_everything, set_precision
 
@@ -120,14 +124,18 @@ def _fit(
         100 * trainable / max(total, 1),
     )
     monitor = tc.monitor or (default_monitor(cfg.task) if val_ds else "loss")
+    callbacks = make_callbacks(run_dir, tc, monitor)
+    verbose = progress_verbosity() if verbose is None else verbose
+    if verbose == 2:
+        callbacks.append(ProgressLog(steps_per_epoch, tc.batch_size))
     start = time.perf_counter()
     fitted = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=tc.epochs,
         shuffle=False,  # the dataset reshuffles itself, seeded
-        callbacks=make_callbacks(run_dir, tc, monitor),
-        verbose=progress_verbosity() if verbose is None else verbose,
+        callbacks=callbacks,
+        verbose=verbose,
     )
     seconds = time.perf_counter() - start
     best = run_dir / "checkpoints" / "best.weights.h5"
