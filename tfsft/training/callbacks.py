@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import keras
 
 from tfsft.config import TrainConfig
+from tfsft.errors import TfsftError
 
 log = logging.getLogger("tfsft")
 
@@ -33,13 +35,7 @@ def make_callbacks(
             backup_dir=str(run_dir / "backup"),
             save_freq=cfg.save_every_steps or "epoch",
         ),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / "best.weights.h5"),
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
-        ),
+        BestCheckpoint(run_dir / "checkpoints", monitor, mode),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
@@ -54,6 +50,61 @@ def make_callbacks(
             )
         )
     return callbacks
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights of the best epoch by ``monitor`` in ``best.weights.h5``.
+
+    Unlike `keras.callbacks.ModelCheckpoint` it leaves the optimizer state out (a third
+    of the size; the backups carry it for resuming), writes atomically, and records the
+    best value in ``best.json`` so that a resumed run does not overwrite a better
+    checkpoint from before the interruption.
+    """
+
+    def __init__(self, folder: Path, monitor: str, mode: str) -> None:
+        super().__init__()
+        self.folder, self.monitor, self.mode = folder, monitor, mode
+        self.path = folder / "best.weights.h5"
+        self.meta = folder / "best.json"
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best = None
+        if self.meta.is_file() and self.path.is_file():
+            saved = json.loads(self.meta.read_text())
+            if saved.get("monitor") == self.monitor:
+                self.best = saved["value"]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise TfsftError(
+                f"train.monitor: '{self.monitor}' is not among the logged metrics "
+                f"({', '.join(sorted(logs or {}))})"
+            )
+        value = float(value)
+        better = self.best is None or (
+            value < self.best if self.mode == "min" else value > self.best
+        )
+        if not better or value != value:  # NaN is never best
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / ".best.tmp.weights.h5"
+        keras.saving.save_weights(
+            self.model, str(tmp), objects_to_skip=[self.model.optimizer]
+        )
+        tmp.replace(self.path)
+        record = {"monitor": self.monitor, "value": value, "epoch": epoch + 1}
+        self.meta.write_text(json.dumps(record))
+        self.best = value
+
+
+def load_best_weights(model: keras.Model, folder: Path) -> bool:
+    """Loads ``best.weights.h5`` into ``model`` if it exists; returns whether it did."""
+    path = folder / "best.weights.h5"
+    if not path.is_file():
+        return False
+    keras.saving.load_weights(model, str(path), objects_to_skip=[model.optimizer])
+    return True
 
 
 def progress_verbosity() -> int:

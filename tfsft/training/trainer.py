@@ -26,6 +26,7 @@ from tfsft.models.tasks import build_model
 from tfsft.runs import Run, open_run_dir, write_json, write_status
 from tfsft.training.callbacks import (
     ProgressLog,
+    load_best_weights,
     make_callbacks,
     progress_verbosity,
 )
@@ -138,9 +139,7 @@ def _fit(
         verbose=verbose,
     )
     seconds = time.perf_counter() - start
-    best = run_dir / "checkpoints" / "best.weights.h5"
-    if best.is_file():
-        model.load_weights(str(best))
+    load_best_weights(model, run_dir / "checkpoints")
 
     metrics: dict[str, Any] = {}
     for name in ("validation", "test"):
@@ -174,8 +173,11 @@ def _fit(
     plot_history(history, run_dir / "curves.png")
 
     # A self-contained keras-hub preset: backbone config, weights, head, tokenizer.
+    # The optimizer is detached so its state (2x the weights) is not saved with it.
+    optimizer, model.optimizer = model.optimizer, None
     model.preprocessor = preprocessor
     model.save_to_preset(str(run_dir / "model"))
+    model.optimizer = optimizer
     return Run(run_dir, cfg, labels, model=model, metrics=metrics, history=history)
 
 

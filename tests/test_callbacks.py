@@ -1,0 +1,58 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfsft.errors import TfsftError
+from tfsft.training.callbacks import BestCheckpoint, load_best_weights
+
+
+def _model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.train_on_batch(np.ones((2, 3)), np.ones((2, 2)))  # builds optimizer state
+    return model
+
+
+def test_best_checkpoint_keeps_best_across_resume(tmp_path):
+    model = _model()
+    cb = BestCheckpoint(tmp_path, "val_accuracy", "max")
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"val_accuracy": 0.7})
+    best = [w.numpy().copy() for w in model.weights]
+    for w in model.weights:
+        w.assign(w + 1.0)
+    cb.on_epoch_end(1, {"val_accuracy": 0.6})  # worse: not saved
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 1
+
+    # A new session (resume) must not replace the 0.7 checkpoint with a worse one.
+    resumed = BestCheckpoint(tmp_path, "val_accuracy", "max")
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(2, {"val_accuracy": 0.65})
+    assert load_best_weights(model, tmp_path)
+    for w, b in zip(model.weights, best, strict=True):
+        np.testing.assert_array_equal(w.numpy(), b)
+    resumed.on_epoch_end(3, {"val_accuracy": float("nan")})
+    assert json.loads((tmp_path / "best.json").read_text())["value"] == 0.7
+
+
+def test_best_checkpoint_leaves_out_optimizer_state(tmp_path):
+    model = _model()
+    cb = BestCheckpoint(tmp_path, "val_loss", "min")
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"val_loss": 1.0})
+    with_opt = tmp_path / "full.weights.h5"
+    model.save_weights(str(with_opt))
+    assert (tmp_path / "best.weights.h5").stat().st_size < with_opt.stat().st_size
+
+
+def test_unknown_monitor_is_a_clear_error(tmp_path):
+    cb = BestCheckpoint(tmp_path, "val_f1", "max")
+    cb.set_model(_model())
+    cb.on_train_begin()
+    with pytest.raises(TfsftError, match="train.monitor: 'val_f1' is not among the logged metrics"):
+        cb.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
