@@ -54,5 +54,7 @@ def test_unknown_monitor_is_a_clear_error(tmp_path):
     cb = BestCheckpoint(tmp_path, "val_f1", "max")
     cb.set_model(_model())
     cb.on_train_begin()
-    with pytest.raises(TfsftError, match="train.monitor: 'val_f1' is not among the logged metrics"):
+    with pytest.raises(
+        TfsftError, match="train.monitor: 'val_f1' is not among the logged metrics"
+    ):
         cb.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})

@@ -59,8 +59,10 @@ def main() -> None:
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Third-party loggers (TensorFlow's INFO lines) stay at WARNING.
+        logging.getLogger("tfsft").setLevel(logging.INFO)
         logging.basicConfig(
-            level=logging.INFO,
+            level=logging.WARNING,
             format="%(message)s",
             handlers=[RichHandler(console=err, show_path=False, show_time=False)],
         )
@@ -172,6 +174,89 @@ def predict(
     _emit("\n".join(lines), output)
 
 
+@app.command()
+@_handle_errors
+def export(
+    run: Annotated[
+        Path | None, typer.Argument(help="Run dir written by `tfsft train`.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (a folder).")] = None,
+    out: Annotated[Path, typer.Option(help="Model base dir.")] = Path("saved_models"),
+    version: Annotated[
+        int | None, typer.Option(help="Version number; default: the next one.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing version.")] = False,
+    tokens_only: Annotated[
+        bool, typer.Option(help="Core-ops-only SavedModel: token ids in, logits out.")
+    ] = False,
+    check: Annotated[
+        Path | None, typer.Option(help="Describe an export instead of writing one.")
+    ] = None,
+) -> None:
+    """Export RUN as saved_models/NAME/VERSION/ for TF Serving (or --check PATH)."""
+    if check is not None:
+        from tfsft.export.check import check_export
+
+        report = check_export(check)
+        _print_check(report)
+        typer.echo(json.dumps(report, indent=2))
+        return
+    if run is None or not name:
+        raise TfsftError("give RUN and --name NAME (or --check PATH)")
+    from tfsft.export.saved_model import export_model
+
+    with contextlib.redirect_stdout(sys.stderr):
+        path = export_model(run, name, out, version, force, tokens_only)
+    typer.echo(str(path))
+
+
+@app.command()
+@_handle_errors
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="saved_models/NAME")],
+    port: Annotated[int, typer.Option(help="REST port (0: any free port).")] = 8501,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: any free).")] = 8500,
+    no_grpc: Annotated[bool, typer.Option(help="REST only.")] = False,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server.")
+    ] = "127.0.0.1",
+    max_batch_size: Annotated[int, typer.Option(help="Rows per merged batch.")] = 64,
+    batch_timeout_ms: Annotated[
+        float, typer.Option(help="How long a request waits for companions.")
+    ] = 5.0,
+    max_body_mb: Annotated[float, typer.Option(help="Request size limit.")] = 10.0,
+    max_rows: Annotated[int, typer.Option(help="Rows per request limit.")] = 1024,
+    poll_seconds: Annotated[
+        float, typer.Option(help="How often to look for new versions.")
+    ] = 2.0,
+) -> None:
+    """Serve an exported model with TF Serving's REST and gRPC APIs."""
+    import threading
+
+    from tfsft.export.serve import ServeOptions, Server
+
+    options = ServeOptions(
+        host,
+        port,
+        None if no_grpc else grpc_port,
+        max_batch_size,
+        batch_timeout_ms,
+        max_body_mb,
+        max_rows,
+        poll_seconds,
+    )
+    server = Server(model_dir, options)
+    server.start()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"[yellow]warning[/]: listening on {host}: reachable from the network"
+        )
+    try:
+        threading.Event().wait()
+    finally:
+        server.stop()
+
+
 @config_app.command("validate")
 @_handle_errors
 def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
@@ -221,6 +306,21 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         )
     err.print(table)
     typer.echo(json.dumps(summary, indent=2))
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    table = Table(title=report["path"])
+    for column in ("signature", "inputs", "outputs", "non-core ops"):
+        table.add_column(column)
+    for key, sig in report["signatures"].items():
+        table.add_row(
+            key,
+            ", ".join(sig["inputs"]),
+            ", ".join(sig["outputs"]),
+            ", ".join(sig["non_core_ops"]) or "none",
+        )
+    err.print(table)
+    err.print(f"loading needs: {report['requires']}", soft_wrap=True)
 
 
 def _print_metrics(metrics: dict[str, Any], title: str) -> None:

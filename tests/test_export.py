@@ -1,0 +1,159 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import DEMO
+
+import tfsft
+from tfsft.config import validate_config
+from tfsft.errors import TfsftError
+from tfsft.export.check import check_export
+from tfsft.export.saved_model import export_model
+
+TEXTS = ["a wonderful great film", "boring and awful plot", "fine"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One tiny single-text run and one pair run, trained once for the module."""
+    out = tmp_path_factory.mktemp("runs")
+    base = {
+        "name": "exp",
+        "data": {
+            "train": str(DEMO / "sentiment_train.tsv"),
+            "validation": str(DEMO / "sentiment_dev.tsv"),
+            "text_column": "sentence",
+            "max_train_examples": 64,
+        },
+        "model": {"preset": "tiny", "sequence_length": 32},
+        "train": {"epochs": 1, "batch_size": 32, "output_dir": str(out)},
+    }
+    single = tfsft.train(validate_config(base), verbose=0)
+    base["name"] = "exp-pair"
+    base["data"]["text_pair_column"] = "sentence"
+    pair = tfsft.train(validate_config(base), verbose=0)
+    return single, pair
+
+
+def _reload_in_fresh_process(path, texts, pairs=None):
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401
+        model = tf.saved_model.load({str(path)!r})
+        args = {{"text": tf.constant({texts!r})}}
+        if {pairs!r} is not None:
+            args["text_pair"] = tf.constant({pairs!r})
+        out = model.signatures["serving_default"](**args)
+        print(json.dumps({{k: v.numpy().tolist() if v.dtype != tf.string else
+                          [x.decode() for x in v.numpy()] for k, v in out.items()}}))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["single", "pair"])
+def test_export_reload_in_fresh_process_matches_keras(runs, tmp_path, kind):
+    run = runs[0] if kind == "single" else runs[1]
+    pairs = list(reversed(TEXTS)) if kind == "pair" else None
+    path = export_model(run, "m", tmp_path)
+    assert path == tmp_path / "m" / "1"
+    expected = tfsft.predict(run, TEXTS, pairs)
+    got = _reload_in_fresh_process(path, TEXTS, pairs)
+    names = list(run.labels.names)
+    for i, pred in enumerate(expected):
+        for j, name in enumerate(names):
+            assert got["probabilities"][i][j] == pytest.approx(
+                pred["probabilities"][name], abs=1e-5
+            )
+        assert got["labels"][i] == pred["label"]
+        assert names[got["label_ids"][i]] == pred["label"]
+
+
+def test_versions_are_sequential_atomic_and_never_overwritten(runs, tmp_path):
+    run = runs[0]
+    assert export_model(run, "m", tmp_path).name == "1"
+    assert export_model(run, "m", tmp_path).name == "2"
+    with pytest.raises(TfsftError, match="version 2 already exists; pass --force"):
+        export_model(run, "m", tmp_path, version=2)
+    stamp = (tmp_path / "m" / "2" / "saved_model.pb").stat().st_mtime_ns
+    assert export_model(run, "m", tmp_path, version=2, force=True).name == "2"
+    assert (tmp_path / "m" / "2" / "saved_model.pb").stat().st_mtime_ns != stamp
+    assert export_model(run, "m", tmp_path, version=7).name == "7"
+    # Only complete, integer-named versions are ever visible: no temp dirs left.
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2", "7"]
+    files = {p.name for p in (tmp_path / "m" / "1" / "assets").iterdir()}
+    assert files == {"labels.json", "vocab.txt", "config.yaml", "README.md"}
+    card = (tmp_path / "m" / "1" / "assets" / "README.md").read_text()
+    assert "task: classification" in card and "accuracy" in card
+    assert (tmp_path / "m" / "1" / "keras" / "model.keras").is_file()
+    assert (tmp_path / "m" / "1" / "keras" / "preset" / "task.json").is_file()
+
+
+def test_failed_export_leaves_nothing(runs, tmp_path, monkeypatch):
+    from tfsft.export import saved_model
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(saved_model.tf.saved_model, "save", boom)
+    with pytest.raises(RuntimeError):
+        export_model(runs[0], "m", tmp_path)
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "", ".."])
+def test_bad_names_are_rejected(runs, tmp_path, name):
+    with pytest.raises(TfsftError, match="not a valid model name"):
+        export_model(runs[0], name, tmp_path)
+
+
+def test_check_lists_non_core_ops_and_tokens_only_is_core(runs, tmp_path):
+    full = check_export(export_model(runs[0], "m", tmp_path))
+    assert set(full["signatures"]) == {"serving_default", "serve_tokens"}
+    assert (
+        "FastWordpieceTokenizeWithOffsets"
+        in full["signatures"]["serving_default"]["non_core_ops"]
+    )
+    assert full["signatures"]["serve_tokens"]["non_core_ops"] == []
+    assert "tensorflow-text" in full["requires"]
+
+    tokens = export_model(runs[0], "t", tmp_path, tokens_only=True)
+    report = check_export(tokens)
+    assert list(report["signatures"]) == ["serve_tokens"]
+    assert report["requires"].startswith("core TensorFlow only")
+    # It loads in a process that never imports tensorflow_text.
+    script = (
+        "import sys, tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(tokens)!r})\n"
+        "ids = tf.constant([[2, 10, 3, 0]]); seg = tf.zeros_like(ids)\n"
+        "out = m.signatures['serve_tokens'](token_ids=ids, segment_ids=seg,"
+        " padding_mask=tf.constant([[1, 1, 1, 0]]))\n"
+        "assert 'tensorflow_text' not in sys.modules\n"
+        "print(out['logits'].shape)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(1, 2)" in proc.stdout
+    assert (tokens / "assets" / "vocab.txt").is_file()
+
+
+def test_saved_model_cli_shows_the_export(runs, tmp_path):
+    path = export_model(runs[0], "m", tmp_path)
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    proc = subprocess.run(
+        [*cli, "show", "--all", "--dir", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "signature_def['serving_default']" in proc.stdout
+    assert "outputs['labels']" in proc.stdout

@@ -1,0 +1,1 @@
+"""Export stage: SavedModels for TF Serving, their checks, and a local server."""
