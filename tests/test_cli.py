@@ -159,3 +159,25 @@ def test_console_script_exit_code_and_clean_error(tmp_path):
     assert "nope.csv: data file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_export_and_check_from_the_cli(tmp_path, tiny_cfg, easy_data):
+    config = _config(tmp_path, tiny_cfg, easy_data)
+    result = runner.invoke(app, ["train", str(config), "--set", "train.epochs=1"])
+    run_dir = result.stdout.strip().splitlines()[-1]
+    out = tmp_path / "models"
+    result = runner.invoke(
+        app, ["export", run_dir, "--name", "easy", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out / "easy" / "1")
+    result = runner.invoke(
+        app, ["export", run_dir, "--name", "easy", "--out", str(out), "--version", "1"]
+    )
+    assert result.exit_code == 1 and "already exists; pass --force" in result.output
+    result = runner.invoke(app, ["export", "--check", str(out / "easy" / "1")])
+    assert result.exit_code == 0
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["signatures"]["serve_tokens"]["non_core_ops"] == []
+    result = runner.invoke(app, ["export", run_dir])
+    assert result.exit_code == 1 and "--name" in result.output

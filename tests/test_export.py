@@ -157,3 +157,55 @@ def test_saved_model_cli_shows_the_export(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "signature_def['serving_default']" in proc.stdout
     assert "outputs['labels']" in proc.stdout
+
+
+def test_multilabel_and_regression_exports_have_their_outputs(tmp_path):
+    common = {
+        "model": {"preset": "tiny", "sequence_length": 32},
+        "train": {"epochs": 1, "batch_size": 32, "output_dir": str(tmp_path / "runs")},
+    }
+    multi = tfsft.train(
+        validate_config(
+            {
+                "name": "ml",
+                "task": "multilabel",
+                **common,
+                "data": {
+                    "train": str(DEMO / "aspects_train.csv"),
+                    "label_column": "labels",
+                    "max_train_examples": 64,
+                },
+                "evaluate": {"threshold": 0.3},
+            }
+        ),
+        verbose=0,
+    )
+    reg = tfsft.train(
+        validate_config(
+            {
+                "name": "rg",
+                "task": "regression",
+                **common,
+                "data": {
+                    "train": str(DEMO / "ratings_train.jsonl"),
+                    "text_column": "review",
+                    "label_column": "score",
+                    "max_train_examples": 64,
+                },
+            }
+        ),
+        verbose=0,
+    )
+    texts = ["cheap and it arrived late", "lovely"]
+    got = _reload_in_fresh_process(export_model(multi, "ml", tmp_path), texts)
+    assert set(got) == {"probabilities", "predictions", "labels"}
+    expected = tfsft.predict(multi, texts)
+    for i, pred in enumerate(expected):
+        assert got["labels"][i] == ";".join(pred["labels"])  # names above 0.3, joined
+        assert got["predictions"][i] == [
+            int(n in pred["labels"]) for n in multi.labels.names
+        ]
+    got = _reload_in_fresh_process(export_model(reg, "rg", tmp_path), texts)
+    assert list(got) == ["value"]
+    for value, pred in zip(got["value"], tfsft.predict(reg, texts), strict=True):
+        assert value == pytest.approx(pred["value"], abs=1e-5)

@@ -47,6 +47,7 @@ _LAZY = {
     "count_params": "tfsft.models.peft",
     "make_callbacks": "tfsft.training.callbacks",
     "make_optimizer": "tfsft.training.optim",
+    "export_model": "tfsft.export.saved_model",
 }
 
 __all__ = [

@@ -28,7 +28,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from tfsft.config import config_schema, config_to_yaml, load_config
-from tfsft.errors import TfsftError
+from tfsft.errors import Interrupted, TfsftError
 
 app = typer.Typer(
     help="Fine-tune pretrained language models with Keras 3 + TensorFlow.",
@@ -68,6 +68,9 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         )
         try:
             return fn(*args, **kwargs)
+        except Interrupted as e:
+            err.print(f"[yellow]interrupted[/]: {e}", soft_wrap=True)
+            raise typer.Exit(143 if e.signame == "SIGTERM" else 130) from None
         except TfsftError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

@@ -47,6 +47,12 @@ class DataConfig(_Strict):
     )
     max_train_examples: Annotated[int, Field(gt=0)] | None = None
     skip_invalid_rows: bool = False
+    max_text_chars: Annotated[int, Field(ge=1)] = Field(
+        default=100_000,
+        description="Longest text (per text field, in characters) a row may hold; a "
+        "longer one almost always means a broken file (wrong line endings or "
+        "delimiter), so it is an invalid row.",
+    )
     clean_text: bool = Field(
         default=True, description="Normalise Unicode (NFC) and collapse whitespace."
     )
@@ -136,6 +142,9 @@ class ExperimentConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
 
 
+_MODEL_NAMES = {m.__name__ for m in _Strict.__subclasses__()}
+
+
 def load_config(
     path: str | Path, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
@@ -161,10 +170,17 @@ def load_config(
     try:
         raw = yaml.safe_load(text)
         lines = _key_lines(yaml.compose(text))
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f": line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, yaml.reader.ReaderError):  # a control character
+            line = f": line {text.count(chr(10), 0, e.position) + 1}"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        start = getattr(e, "context_mark", None)
+        if start and mark and start.line != mark.line and e.context:
+            problem += f" ({e.context} started on line {start.line + 1})"
         raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
@@ -172,6 +188,9 @@ def load_config(
         key = _apply_override(raw, item)
         # An overridden key is reported as coming from --set, not from the file.
         lines = {k: v for k, v in lines.items() if not _within(k, key)}
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):  # sections the override created, too
+            lines.setdefault(".".join(parts[:n]), -1)
         lines[key] = -1
     return validate_config(raw, source=str(path), lines=lines)
 
@@ -205,14 +224,14 @@ def _within(path: str, prefix: str) -> bool:
 def _apply_override(raw: dict[str, Any], item: str) -> str:
     key, sep, value = item.partition("=")
     key = key.strip()
-    if not sep or not key:
+    parts = key.split(".")
+    if not sep or not all(parts):
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         parsed = value  # a plain string that merely looks odd to YAML, e.g. "a: b"
     node = raw
-    parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if child is None:
@@ -244,12 +263,13 @@ def _most_specific(errors: list[Any]) -> list[tuple[list[str], dict[str, Any]]]:
     """
     located = []
     for err in errors:
-        # Union members add their class name to the location; drop those tags.
+        # Union members add their class name to the location; drop those tags (but
+        # not the user's own keys, which may be capitalised too).
         loc = [
             str(p)
             for p in err["loc"]
             if not (
-                isinstance(p, str) and (p[:1].isupper() or p.startswith("literal["))
+                isinstance(p, str) and (p in _MODEL_NAMES or p.startswith("literal["))
             )
         ]
         located.append((loc, err))
@@ -278,7 +298,8 @@ def _describe(
     else:
         got = err.get("input")
         shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-        msg = f"{dotted}: {err['msg']}{shown}"
+        text = err["msg"].removeprefix("Value error, ")  # our own validators
+        msg = f"{dotted}: {text}{shown}"
     return f"{where}: {msg}"
 
 
@@ -292,6 +313,8 @@ def _nearest_line(loc: list[str], lines: dict[str, int]) -> int | None:
 
 def _suggest(loc: list[str]) -> str | None:
     """The closest valid key at the same level as the unknown one."""
+    if not loc:
+        return None
     model: type[BaseModel] = ExperimentConfig
     for part in loc[:-1]:
         field = model.model_fields.get(part)

@@ -29,3 +29,14 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     if field is not None:
         parts.append(f"field '{field}'")
     return ": ".join(parts)
+
+
+class Interrupted(TfsftError):
+    """Training stopped on SIGTERM/SIGINT after writing a resumable backup."""
+
+    def __init__(self, step: int, signame: str) -> None:
+        super().__init__(
+            f"stopped by {signame} at step {step}; a backup was written. "
+            "Re-run the same command to resume"
+        )
+        self.step, self.signame = step, signame

@@ -50,8 +50,20 @@ def build_label_spec(task: str, train: Examples, cfg: DataConfig) -> LabelSpec:
     if cfg.labels is not None:
         extra = sorted(seen - set(cfg.labels))
         if extra:
+            first = next(
+                i
+                for i in range(len(train))
+                if (
+                    {str(train.labels[i])}
+                    if task == "classification"
+                    else _label_set(train, i, cfg)
+                )
+                & set(extra)
+            )
             raise DataError(
-                f"{train.source}: labels not listed in data.labels: {_show(extra)}"
+                f"{train.locate(first)}: field '{cfg.label_column}': labels not "
+                f"listed in data.labels: {_show(extra)}; add them to data.labels "
+                "or fix the data"
             )
         names = list(cfg.labels)
     else:
@@ -119,7 +131,7 @@ def _to_float(examples: Examples, i: int, column: str) -> float:
     raw = examples.labels[i]
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = math.nan
     if isinstance(raw, bool) or not math.isfinite(value):
         raise DataError(

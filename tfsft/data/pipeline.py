@@ -68,3 +68,69 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def tokenize_all(examples: Examples, preprocessor: Any) -> dict[str, tf.Tensor]:
+    """Tokenizes every example once: a dict of [N, sequence_length] int32 tensors."""
+    features = {"text": tf.constant(examples.texts, tf.string)}
+    if examples.pairs is not None:
+        features["text_pair"] = tf.constant(examples.pairs, tf.string)
+    ds = tf.data.Dataset.from_tensor_slices(features).batch(_TOKENIZE_CHUNK)
+    ds = ds.map(
+        make_tokenize_fn(preprocessor, examples.pairs is not None),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    chunks = list(ds)
+    return {k: tf.concat([c[k] for c in chunks], axis=0) for k in chunks[0]}
+
+
+def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
+    """The example order of every epoch [epochs, n], a pure function of the seed.
+
+    Deriving each epoch's shuffle from (seed, epoch) instead of from an iterator's
+    state is what lets a resumed run continue at any step with the same batches.
+    """
+    return np.stack(
+        [np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)]
+    )
+
+
+def make_train_dataset(
+    tokens: dict[str, tf.Tensor],
+    labels: np.ndarray,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    start_step: int = 0,
+    stop_step: int | None = None,
+) -> tf.data.Dataset:
+    """The stream of training batches for global steps [start_step, stop_step).
+
+    Batch ``s`` holds examples ``order[e][i*B:(i+1)*B]`` with ``e, i = divmod(s,
+    steps_per_epoch)``; the last batch of an epoch is smaller. Starting at any step
+    costs nothing: no earlier batch is produced and thrown away.
+    """
+    n = len(labels)
+    steps_per_epoch = -(-n // batch_size)
+    orders = epoch_orders(n, epochs, seed)
+    batches = [
+        orders[e][i * batch_size : (i + 1) * batch_size]
+        for e in range(epochs)
+        for i in range(steps_per_epoch)
+    ]
+    index = tf.RaggedTensor.from_row_lengths(  # [steps, (batch)]
+        np.concatenate(batches).astype(np.int64), [len(b) for b in batches]
+    )
+    targets = tf.constant(labels)
+    stop = len(batches) if stop_step is None else stop_step
+
+    def gather(step: tf.Tensor):
+        rows = index[step]
+        return {k: tf.gather(v, rows) for k, v in tokens.items()}, tf.gather(
+            targets, rows
+        )
+
+    ds = tf.data.Dataset.range(start_step, stop)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

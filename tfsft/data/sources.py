@@ -70,6 +70,8 @@ def detect_format(path: str, fmt: str = "auto") -> str:
         return "tfds"
     if fmt != "auto":
         return fmt
+    if Path(path).is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
     suffix = Path(path).suffix.lower()
     if suffix == ".txt":
         return "tsv"  # GLUE-style corpora (MRPC) ship tab-separated .txt files
@@ -139,9 +141,15 @@ def load_examples(
             at = (
                 "line 1 (header)" if kind in ("csv", "tsv") else f"{out.row_kind} {row}"
             )
+            only = next(iter(record), "") if len(record) == 1 else ""
+            hint = (
+                "; is data.format (the delimiter) right?"
+                if kind in ("csv", "tsv") and any(d in only for d in ",;\t|")
+                else ""
+            )
             raise DataError(
                 f"{spec}: {at}: field '{missing[0]}': no such "
-                f"column; available: {', '.join(map(str, record)) or '(none)'}"
+                f"column; available: {', '.join(map(str, record)) or '(none)'}{hint}"
             )
         problem = _check_record(record, cfg, row, require_label)
         if problem:
@@ -167,7 +175,12 @@ def load_examples(
             f"{spec}: no data rows (the file is empty or has only a header)"
         )
     if not out.texts:
-        raise DataError(f"{spec}: every row was invalid; first: {problems[0].message}")
+        first = problems[0]
+        field_part = f": field '{first.field}'" if first.field else ""
+        raise DataError(
+            f"{spec}: every row was invalid ({len(problems)} skipped); first: "
+            f"{out.row_kind} {first.row}{field_part}: {first.message}"
+        )
     return out
 
 
@@ -199,6 +212,14 @@ def _check_record(
         value = record[name]
         if not isinstance(value, str):
             return RowProblem(row, name, f"expected text, got {type(value).__name__}")
+        if len(value) > cfg.max_text_chars:
+            return RowProblem(
+                row,
+                name,
+                f"text of {len(value):,} characters exceeds data.max_text_chars "
+                f"({cfg.max_text_chars:,}); check the file's line endings and "
+                "delimiter, or raise the limit",
+            )
         if not _text(value, cfg.clean_text):
             return RowProblem(row, name, "empty text (after cleaning)")
     if not require_label:
@@ -220,10 +241,10 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: is a directory, expected a data file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror}") from None
-    if not data.strip():
-        raise DataError(f"{path}: the file is empty")
+    except ValueError:  # a NUL character in the path
+        raise DataError(f"{path}: cannot read: invalid path") from None
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
@@ -231,6 +252,9 @@ def _read_text(path: Path) -> str:
             f"{path}: line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at "
             f"column {col}); re-save the file as UTF-8"
         ) from None
+    if not text.strip():  # also a file holding only a byte-order mark
+        raise DataError(f"{path}: the file is empty")
+    return text
 
 
 def _read_delimited(
@@ -255,7 +279,10 @@ def _read_delimited(
         except StopIteration:
             return
         except csv.Error as e:
-            yield start, RowProblem(start, None, f"cannot parse the row ({e})")
+            hint = ' (an unescaped quote? double it: "")' if '"' in str(e) else ""
+            if "unexpected end of data" in str(e):
+                hint = " (a quote opened here is never closed?)"
+            yield start, RowProblem(start, None, f"cannot parse the row ({e}){hint}")
             start = reader.line_num + 1
             continue
         row, start = start, reader.line_num + 1
@@ -281,6 +308,9 @@ def _read_jsonl(
             message = f"invalid JSON: {e.msg} at column {e.colno}"
             yield number, RowProblem(number, None, message)
             continue
+        except (ValueError, RecursionError) as e:
+            yield number, RowProblem(number, None, f"invalid JSON: {_json_limit(e)}")
+            continue
         if not isinstance(record, dict):
             record = RowProblem(number, None, "expected a JSON object per line")
         yield number, record
@@ -293,14 +323,26 @@ def _read_json(
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{spec}: line {e.lineno}: invalid JSON: {e.msg}") from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{spec}: invalid JSON: {_json_limit(e)}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]  # the {"data": [...]} wrapper some exporters write
     if not isinstance(data, list):
-        raise DataError(f"{spec}: expected a JSON list of objects")
+        found = {dict: "an object", str: "a string", type(None): "null"}.get(
+            type(data), "a number" if not isinstance(data, bool) else "a boolean"
+        )
+        raise DataError(f"{spec}: expected a JSON list of objects, found {found}")
     for number, record in enumerate(data, start=1):
         if not isinstance(record, dict):
             record = RowProblem(number, None, "expected a JSON object")
         yield number, record
+
+
+def _json_limit(e: Exception) -> str:
+    # json.loads stops on Python's limits, not on a syntax error, for these two.
+    if isinstance(e, RecursionError):
+        return "arrays or objects nested too deeply"
+    return "a number has too many digits (more than 4300)"
 
 
 def _read_tfds(

@@ -12,6 +12,7 @@ import keras
 
 from tfsft.config import TrainConfig
 from tfsft.errors import TfsftError
+from tfsft.training.resume import StepBackup
 
 log = logging.getLogger("tfsft")
 
@@ -29,17 +30,13 @@ def make_callbacks(
     """
     mode = "min" if "loss" in monitor or "error" in monitor else "max"
     callbacks: list[keras.callbacks.Callback] = [
-        # Resume: re-running the same command restores weights, optimizer state
-        # and the epoch counter from here.
-        keras.callbacks.BackupAndRestore(
-            backup_dir=str(run_dir / "backup"),
-            save_freq=cfg.save_every_steps or "epoch",
-        ),
         BestCheckpoint(run_dir / "checkpoints", monitor, mode),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
+    # Last, so that an epoch's checkpoint and log row exist before its backup does.
+    callbacks.append(StepBackup(run_dir / "backup", cfg.save_every_steps))
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(

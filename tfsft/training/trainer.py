@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import numpy as np
 
 from tfsft.config import ExperimentConfig
 from tfsft.data.labels import LabelSpec, build_label_spec, encode_labels
-from tfsft.data.pipeline import make_dataset
+from tfsft.data.pipeline import make_dataset, make_train_dataset, tokenize_all
 from tfsft.data.sources import describe_skipped
 from tfsft.data.splits import Splits, load_splits
+from tfsft.errors import Interrupted
 from tfsft.evaluation.inference import predict_scores
 from tfsft.evaluation.report import plot_history, write_report
 from tfsft.models.backbones import load_preprocessor, resolve_preset
@@ -31,6 +33,7 @@ from tfsft.training.callbacks import (
     progress_verbosity,
 )
 from tfsft.training.optim import make_optimizer
+from tfsft.training.resume import restore_backup
 from tfsft.training.strategy import make_strategy, seed_everything, set_precision
 
 log = logging.getLogger("tfsft")
@@ -76,7 +79,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     write_status(run_dir, "running", precision=policy)
     try:
         run = _fit(cfg, run_dir, splits, labels, encoded, preset, verbose)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         write_status(run_dir, "interrupted")
         raise
     except BaseException as e:
@@ -97,23 +100,18 @@ def _fit(
 ) -> Run:
     tc = cfg.train
     preprocessor = load_preprocessor(preset, cfg.model.sequence_length)
-    train_ds = make_dataset(
-        splits.train,
-        encoded["train"],
-        preprocessor,
-        tc.batch_size,
-        shuffle=True,
-        seed=tc.seed,
-    )
+    tokens = tokenize_all(splits.train, preprocessor)
     val_ds = None
     if splits.validation is not None:
         val_ds = make_dataset(
             splits.validation, encoded["validation"], preprocessor, tc.batch_size
         )
     steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
+    total_steps = steps_per_epoch * tc.epochs
     with make_strategy(cfg.runtime).scope():
         model = build_model(cfg.model, labels.num_outputs)
-        compile_model(model, cfg, steps_per_epoch * tc.epochs)
+        compile_model(model, cfg, total_steps)
+    start_step = restore_backup(model, run_dir / "backup")
     trainable, total = count_params(model)
     log.info(
         "%s: %s train / %s validation examples; trainable params %s of %s (%.1f%%)",
@@ -124,20 +122,42 @@ def _fit(
         f"{total:,}",
         100 * trainable / max(total, 1),
     )
+    if start_step:
+        log.info("resuming at step %d of %d", start_step, total_steps)
     monitor = tc.monitor or (default_monitor(cfg.task) if val_ds else "loss")
     callbacks = make_callbacks(run_dir, tc, monitor)
     verbose = progress_verbosity() if verbose is None else verbose
     if verbose == 2:
         callbacks.append(ProgressLog(steps_per_epoch, tc.batch_size))
+
+    def fit_steps(first: int, last: int) -> None:
+        """Runs global steps [first, last), which lie within one or more epochs."""
+        epoch, offset = divmod(first, steps_per_epoch)
+        model.fit(
+            make_train_dataset(
+                tokens,
+                encoded["train"],
+                tc.batch_size,
+                tc.epochs,
+                tc.seed,
+                first,
+                last,
+            ),
+            validation_data=val_ds,
+            initial_epoch=epoch,
+            epochs=epoch + 1 if offset else tc.epochs,
+            steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+
     start = time.perf_counter()
-    fitted = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=tc.epochs,
-        shuffle=False,  # the dataset reshuffles itself, seeded
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    offset = start_step % steps_per_epoch
+    if offset:  # finish the interrupted epoch first, then whole epochs
+        fit_steps(start_step, start_step - offset + steps_per_epoch)
+    resume_at = start_step - offset + (steps_per_epoch if offset else 0)
+    if resume_at < total_steps:
+        fit_steps(resume_at, total_steps)
     seconds = time.perf_counter() - start
     load_best_weights(model, run_dir / "checkpoints")
 
@@ -163,7 +183,10 @@ def _fit(
     metrics |= {
         "train_seconds": round(seconds, 2),
         "train_examples_per_second": round(
-            len(splits.train) * len(fitted.epoch) / max(seconds, 1e-9), 2
+            min(total_steps - start_step, total_steps)
+            * tc.batch_size
+            / max(seconds, 1e-9),
+            2,
         ),
         "trainable_params": trainable,
         "total_params": total,
@@ -178,6 +201,7 @@ def _fit(
     model.preprocessor = preprocessor
     model.save_to_preset(str(run_dir / "model"))
     model.optimizer = optimizer
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
     return Run(run_dir, cfg, labels, model=model, metrics=metrics, history=history)
 
 
@@ -188,4 +212,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-    return {k: [float(r[k]) for r in rows if r.get(k)] for k in keys}
+    # CSVLogger writes "NA" for a metric an epoch did not log.
+    history = {
+        k: [float(r[k]) for r in rows if r.get(k) not in (None, "", "NA")] for k in keys
+    }
+    return {k: v for k, v in history.items() if v}

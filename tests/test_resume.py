@@ -1,0 +1,132 @@
+"""Interruptions in real processes: kill -9 and SIGTERM mid-epoch, then resume.
+
+A resumed run must end with the same validation metrics as an uninterrupted run of
+the same config (tolerance 1e-6): the backup carries weights, optimizer state, the
+dropout RNG and the step, and each epoch's order is a function of (seed, epoch).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DEMO, write
+
+METRICS = ("accuracy", "loss", "f1_macro", "mcc")
+
+
+def _config(tmp_path: Path, name: str, freeze) -> Path:
+    cfg = {
+        "name": name,
+        "data": {
+            "train": str(DEMO / "sentiment_train.tsv"),
+            "validation": str(DEMO / "sentiment_dev.tsv"),
+            "text_column": "sentence",
+            "max_train_examples": 160,
+        },
+        "model": {"preset": "tiny", "sequence_length": 24, "freeze": freeze},
+        # 40 steps per epoch, 80 in all; dropout stays on to exercise the RNG state.
+        "train": {
+            "epochs": 2,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "save_every_steps": 3,
+            "output_dir": str(tmp_path / "runs"),
+        },
+    }
+    return write(tmp_path / f"{name}.yaml", yaml.safe_dump(cfg))
+
+
+def _start(config: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfsft", "train", str(config)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(config: Path, cwd: Path) -> tuple[dict, str]:
+    proc = _start(config, cwd)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    return json.loads((run_dir / "metrics.json").read_text()), err
+
+
+def _wait_for_step(run_root: Path, at_least: int, proc: subprocess.Popen) -> int:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        for progress in run_root.glob("*/*/backup/progress.json"):
+            try:
+                step = json.loads(progress.read_text())["global_step"]
+            except (OSError, ValueError):
+                continue
+            if step >= at_least:
+                return step
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.02)
+    raise AssertionError("no backup appeared")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted runs in fresh processes; the full one twice (determinism)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    first, _ = _finish(_config(tmp, "ref", "none"), tmp)
+    second, _ = _finish(_config(tmp, "ref", "none"), tmp)
+    # Same config and seed, two processes: identical metrics, bit for bit.
+    assert {k: first[k] for k in METRICS} == {k: second[k] for k in METRICS}
+    frozen, _ = _finish(_config(tmp, "ref-frozen", {"first_n_layers": 1}), tmp)
+    return {json.dumps("none"): first, json.dumps({"first_n_layers": 1}): frozen}
+
+
+@pytest.mark.parametrize(
+    "freeze", ["none", {"first_n_layers": 1}], ids=["full", "frozen"]
+)
+def test_kill_9_mid_epoch_then_resume_matches_reference(tmp_path, reference, freeze):
+    config = _config(tmp_path, "killed", freeze)
+    proc = _start(config, tmp_path)
+    step = _wait_for_step(tmp_path / "runs", 45, proc)  # inside the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    (run_dir,) = (tmp_path / "runs" / "killed").iterdir()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
+
+    metrics, err = _finish(config, tmp_path)
+    assert "resuming at step" in err
+    resumed_at = int(err.split("resuming at step")[1].split()[0])
+    assert step <= resumed_at < 80
+    expected = reference[json.dumps(freeze)]
+    for key in METRICS:
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+    assert not (run_dir / "backup").exists()
+
+
+def test_sigterm_writes_backup_and_exits_resumable(tmp_path, reference):
+    config = _config(tmp_path, "term", "none")
+    proc = _start(config, tmp_path)
+    _wait_for_step(tmp_path / "runs", 10, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "stopped by SIGTERM at step" in err and "Traceback" not in err
+    stopped_at = int(err.split("at step")[1].split(";")[0])
+    (run_dir,) = (tmp_path / "runs" / "term").iterdir()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+    progress = json.loads((run_dir / "backup" / "progress.json").read_text())
+    assert progress["global_step"] == stopped_at
+
+    metrics, err = _finish(config, tmp_path)
+    assert f"resuming at step {stopped_at}" in err
+    for key in METRICS:
+        assert metrics[key] == pytest.approx(reference['"none"'][key], abs=1e-6), key
