@@ -117,7 +117,7 @@ def test_sigterm_writes_backup_and_exits_resumable(tmp_path, reference):
     proc = _start(config, tmp_path)
     _wait_for_step(tmp_path / "runs", 10, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert "stopped by SIGTERM at step" in err and "Traceback" not in err
     stopped_at = int(err.split("at step")[1].split(";")[0])
