@@ -91,7 +91,13 @@ def test_versions_are_sequential_atomic_and_never_overwritten(runs, tmp_path):
     assert files == {"labels.json", "vocab.txt", "config.yaml", "README.md"}
     card = (tmp_path / "m" / "1" / "assets" / "README.md").read_text()
     assert "task: classification" in card and "accuracy" in card
-    assert (tmp_path / "m" / "1" / "keras" / "model.keras").is_file()
+    # The .keras file loads in Keras' safe mode (no lambdas, no pickled code).
+    import keras
+
+    reloaded = keras.saving.load_model(
+        tmp_path / "m" / "1" / "keras" / "model.keras", safe_mode=True
+    )
+    assert reloaded.count_params() == run.model.count_params()
     assert (tmp_path / "m" / "1" / "keras" / "preset" / "task.json").is_file()
 
 

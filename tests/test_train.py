@@ -131,3 +131,31 @@ def test_building_blocks_give_plain_keras_objects(tiny_cfg):
     assert isinstance(model, keras.Model)
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_nan_loss_stops_with_a_hint_and_keeps_checkpoints(tiny_cfg):
+    cfg = _cfg(
+        tiny_cfg,
+        train={
+            "epochs": 3,
+            "learning_rate": 1e30,
+            "max_grad_norm": None,
+            "warmup_ratio": 0.0,
+        },
+    )
+    with pytest.raises(tfsft.TfsftError) as e:
+        tfsft.train(cfg, verbose=0)
+    assert "the loss became nan" in str(e.value).lower() or "became inf" in str(e.value)
+    assert "Try a lower train.learning_rate (now 1e+30)" in str(e.value)
+    (run_dir,) = list((Path(cfg.train.output_dir) / cfg.name).iterdir())
+    assert read_status(run_dir)["state"] == "failed"
+
+
+def test_unusable_output_dir_is_a_clear_error(tiny_cfg, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    cfg = _cfg(tiny_cfg, train={"output_dir": str(blocker / "runs")})
+    with pytest.raises(
+        tfsft.TfsftError, match=r"train.output_dir: cannot create .*a_file/runs"
+    ):
+        tfsft.train(cfg, verbose=0)

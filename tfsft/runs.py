@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,11 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> Run:
     if with_model:
         import keras_hub
 
-        model = keras_hub.models.TextClassifier.from_preset(str(run_dir / "model"))
+        with warnings.catch_warnings():
+            # The saved preset has no optimizer state, by design; keras warns that
+            # the (unused) default optimizer found nothing to load.
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model = keras_hub.models.TextClassifier.from_preset(str(run_dir / "model"))
     return Run(run_dir, cfg, labels, model=model, metrics=metrics)
 
 

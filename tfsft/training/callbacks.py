@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,10 +31,11 @@ def make_callbacks(
     """
     mode = "min" if "loss" in monitor or "error" in monitor else "max"
     callbacks: list[keras.callbacks.Callback] = [
+        # First: a NaN step must stop training before anything saves its weights.
+        StopOnNaN(run_dir, cfg.learning_rate),
         BestCheckpoint(run_dir / "checkpoints", monitor, mode),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
-        keras.callbacks.TerminateOnNaN(),
     ]
     # Last, so that an epoch's checkpoint and log row exist before its backup does.
     callbacks.append(StepBackup(run_dir / "backup", cfg.save_every_steps))
@@ -47,6 +49,26 @@ def make_callbacks(
             )
         )
     return callbacks
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss with a hint; earlier checkpoints stay."""
+
+    def __init__(self, run_dir: Path, learning_rate: float) -> None:
+        super().__init__()
+        self.run_dir, self.learning_rate = run_dir, learning_rate
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if math.isfinite(loss):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        raise TfsftError(
+            f"train: the loss became {loss} at step {step}; training stopped and the "
+            f"last good checkpoint and backup in {self.run_dir} were kept. Try a lower "
+            f"train.learning_rate (now {self.learning_rate:g}), train.max_grad_norm: "
+            "1.0, or runtime.precision: float32"
+        )
 
 
 class BestCheckpoint(keras.callbacks.Callback):
