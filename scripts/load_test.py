@@ -53,10 +53,22 @@ def main() -> None:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tfsft", "serve", str(args.model_dir), "--port",
-         str(port), "--no-grpc", "--max-batch-size", str(args.max_batch_size),
-         "--batch-timeout-ms", str(args.batch_timeout_ms)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tfsft",
+            "serve",
+            str(args.model_dir),
+            "--port",
+            str(port),
+            "--no-grpc",
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--batch-timeout-ms",
+            str(args.batch_timeout_ms),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     name = args.model_dir.name
     base = f"http://127.0.0.1:{port}/v1/models/{name}"
@@ -85,15 +97,20 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     latencies = np.array([t for _, t in results]) * 1000
-    print(json.dumps({
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "errors": sum(not ok for ok, _ in results),
-        "seconds": round(wall, 2),
-        "requests_per_second": round(args.requests / wall, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
-        "p99_ms": round(float(np.percentile(latencies, 99)), 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "requests": args.requests,
+                "concurrency": args.concurrency,
+                "errors": sum(not ok for ok, _ in results),
+                "seconds": round(wall, 2),
+                "requests_per_second": round(args.requests / wall, 1),
+                "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+                "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

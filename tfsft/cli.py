@@ -129,7 +129,7 @@ def evaluate(
 
     with contextlib.redirect_stdout(sys.stderr):
         metrics = run_evaluation(run, data=data, split=split)
-    _print_metrics(metrics, f"{run}: {Path(data).name if data else split}")
+    _print_metrics(metrics, f"{Path(data).name if data else split} metrics")
     _emit(json.dumps(metrics, indent=2), output)
 
 
