@@ -164,7 +164,11 @@ def load_config(
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+            "re-save the file as UTF-8"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
     try:
@@ -172,6 +176,12 @@ def load_config(
         lines = _key_lines(yaml.compose(text))
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as e:  # a scalar Python cannot build: a bad date, a huge int
+        problem = "number too long" if "digits" in str(e) else str(e)
+        raise ConfigError(
+            f"{path}: line {_bad_scalar_line(text)}: invalid YAML value ({problem}); "
+            "quote it to keep it as text"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f": line {mark.line + 1}" if mark else ""
@@ -229,7 +239,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, RecursionError, ValueError):
         parsed = value  # a plain string that merely looks odd to YAML, e.g. "a: b"
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -242,6 +252,27 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
         node = child
     node[parts[-1]] = parsed
     return key
+
+
+def _bad_scalar_line(text: str) -> int | str:
+    """The line of the first scalar that safe_load cannot turn into a value."""
+    loader = yaml.SafeLoader(text)
+    try:
+        stack = [loader.get_single_node()]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, yaml.ScalarNode):
+                try:
+                    loader.construct_object(node)
+                except ValueError:
+                    return node.start_mark.line + 1
+            elif isinstance(node, yaml.MappingNode):
+                stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend(reversed(node.value))
+    finally:
+        loader.dispose()
+    return "?"
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:

@@ -47,7 +47,8 @@ def open_run_dir(cfg: ExperimentConfig) -> tuple[Path, bool]:
     resolved = config_to_yaml(cfg)
     for candidate in sorted(parent.glob("*/"), reverse=True):
         status = read_status(candidate)
-        if status.get("state") not in ("running", "interrupted"):
+        # A killed process leaves "running"; a crash (disk full, ...) "failed".
+        if status.get("state") not in ("running", "interrupted", "failed"):
             continue
         if _alive(status.get("pid")):
             continue  # someone is training there right now

@@ -52,8 +52,9 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
 def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     """Fine-tunes the configured model and writes a complete run dir.
 
-    Re-running with the same config after an interruption resumes the unfinished run
-    (weights, optimizer state and epoch counter come from its backup).
+    Re-running with the same config after an interruption or failure resumes the
+    unfinished run at the step of its last backup (weights, optimizer state, dropout
+    RNG and data position), so at most ``train.save_every_steps`` steps are redone.
 
     Args:
         cfg: a validated config (see `tfsft.load_config`).
