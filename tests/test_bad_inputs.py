@@ -37,7 +37,7 @@ runner = CliRunner()
 
 
 def _write_ten_mb_line(folder: Path) -> None:
-    # Prose without newlines: what a file with old-Mac or mangled line endings, or a
+    # Prose without newlines: what a file whose line breaks were lost, or a whole
     # document pasted into one cell, looks like to the reader.
     words = "the film was slow but the acting carried it, mostly. "
     text = (words * (TEN_MB // len(words) + 1))[:TEN_MB].replace(",", ";")
@@ -58,11 +58,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def _param(case: str):
-    reason = (
-        (BAD / case / "xfail.txt").read_text(encoding="utf-8").strip()
-        if (BAD / case / "xfail.txt").exists()
-        else None
-    )
+    reason = " ".join(_lines(BAD / case / "xfail.txt"))
     marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
     return pytest.param(case, marks=marks, id=case)
 

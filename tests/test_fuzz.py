@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,13 @@ from typing import Any
 
 import pytest
 import yaml
+
+# Hypothesis caches (constants, Unicode tables) go outside the repo; with
+# database=None below, nothing is written to ./.hypothesis.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY",
+    str(Path(tempfile.gettempdir()) / "tfsft-hypothesis"),
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -217,9 +225,19 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=10,
 )
-RECORDS = st.lists(
-    st.one_of(st.dictionaries(st.sampled_from(COLUMNS), JSON_VALUES), JSON_VALUES),
-    max_size=6,
+RECORDS = st.one_of(
+    st.lists(
+        st.one_of(st.dictionaries(st.sampled_from(COLUMNS), JSON_VALUES), JSON_VALUES),
+        max_size=6,
+    ),
+    # Mostly well-formed rows, so the label checks behind the readers run too.
+    st.lists(
+        st.fixed_dictionaries(
+            {"text": CELL, "label": JSON_VALUES}, optional={"sentence": CELL}
+        ),
+        min_size=1,
+        max_size=6,
+    ),
 )
 
 
@@ -268,9 +286,9 @@ def data_configs(draw: st.DrawFn) -> DataConfig:
     return DataConfig(
         train="unused",
         format=draw(st.sampled_from(["auto"] * 4 + ["csv", "tsv", "jsonl", "json"])),
-        text_column=draw(column),
-        text_pair_column=draw(st.none() | column),
-        label_column=draw(column),
+        text_column=draw(st.just("text") | column),
+        text_pair_column=draw(st.none() | st.none() | column),
+        label_column=draw(st.just("label") | column),
         label_delimiter=draw(st.sampled_from([";", ",", "|", " "])),
         labels=draw(st.none() | st.lists(CELL, max_size=3)),
         skip_invalid_rows=draw(st.booleans()),

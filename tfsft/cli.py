@@ -25,6 +25,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from tfsft.config import config_schema, config_to_yaml, load_config
@@ -69,23 +70,28 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except Interrupted as e:
-            err.print(f"[yellow]interrupted[/]: {e}", soft_wrap=True)
+            err.print(f"[yellow]interrupted[/]: {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(143 if e.signame == "SIGTERM" else 130) from None
         except TfsftError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]; re-run the same command to resume")
             raise typer.Exit(130) from None
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
-            err.print(f"[bold red]error:[/] {where}{e.strerror or e}", soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/] {escape(where + str(e.strerror or e))}",
+                soft_wrap=True,
+            )
             raise typer.Exit(1) from None
         except Exception as e:
             if os.environ.get("TFSFT_DEBUG"):
                 raise
             err.print(
-                f"[bold red]internal error:[/] {type(e).__name__}: {e}\n"
+                f"[bold red]internal error:[/] {escape(f'{type(e).__name__}: {e}')}\n"
                 "This is a bug in tfsft; run with TFSFT_DEBUG=1 for the traceback.",
                 soft_wrap=True,
             )
@@ -265,7 +271,7 @@ def serve(
 def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check CONFIG; exit 0 if valid."""
     cfg = load_config(config, set_ or [])
-    err.print(f"[green]ok[/]: {config} ({cfg.name}, task {cfg.task})")
+    err.print(f"[green]ok[/]: {escape(str(config))} ({cfg.name}, task {cfg.task})")
 
 
 @config_app.command("show")
@@ -323,7 +329,7 @@ def _print_check(report: dict[str, Any]) -> None:
             ", ".join(sig["non_core_ops"]) or "none",
         )
     err.print(table)
-    err.print(f"loading needs: {report['requires']}", soft_wrap=True)
+    err.print(f"loading needs: {escape(report['requires'])}", soft_wrap=True)
 
 
 def _print_metrics(metrics: dict[str, Any], title: str) -> None:
@@ -349,4 +355,4 @@ def _emit(text: str, output: Path | None) -> None:
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(output)
-    err.print(f"wrote {output}")
+    err.print(f"wrote {escape(str(output))}")

@@ -30,20 +30,31 @@ def holdout_split(
 ) -> tuple[Examples, Examples]:
     """Splits off ``fraction`` of the examples as validation.
 
-    Stratifies on the (single) label when ``stratify`` is set and every class has at
-    least two examples; otherwise the split is a seeded random one.
+    Stratifies on the (single) label when ``stratify`` is set, every class has at
+    least two examples and both sides can hold every class; otherwise the split is a
+    seeded random one.
     """
     n_val = round(len(examples) * fraction)
+    indices = np.arange(len(examples))
+    labels = [str(v) for v in examples.labels]
+    counts = Counter(labels)
     if n_val < 1 or n_val >= len(examples):
         raise DataError(
             f"{examples.source}: data.validation_fraction={fraction} leaves "
             f"{n_val} of {len(examples)} examples for validation; use a larger "
             "dataset or a validation file"
         )
-    indices = np.arange(len(examples))
-    labels = [str(v) for v in examples.labels]
-    counts = Counter(labels)
-    can_stratify = stratify and min(counts.values()) >= 2 and n_val >= len(counts)
+    n_train = len(examples) - n_val
+    if stratify and n_train < len(counts):
+        raise DataError(
+            f"{examples.source}: data.validation_fraction={fraction} leaves "
+            f"{n_train} of {len(examples)} examples for training, fewer than the "
+            f"{len(counts)} classes; lower the fraction or use a validation file"
+        )
+    # sklearn needs room for every class on both sides of a stratified split.
+    can_stratify = (
+        stratify and min(counts.values()) >= 2 and min(n_val, n_train) >= len(counts)
+    )
     train_idx, val_idx = train_test_split(
         indices,
         test_size=n_val,
