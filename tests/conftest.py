@@ -51,11 +51,15 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
-@pytest.fixture
-def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
-    """A plain-dict config training the tiny BERT on the demo sentiment data."""
-    return {
-        "name": "tiny-test",
+def tiny_config(
+    name: str, output_dir: Path, **sections: dict[str, Any]
+) -> dict[str, Any]:
+    """A plain-dict config training the tiny BERT on the demo sentiment data.
+
+    Keyword arguments update the named sections, e.g. ``train={"epochs": 1}``.
+    """
+    raw: dict[str, Any] = {
+        "name": name,
         "task": "classification",
         "data": {
             "train": str(DEMO / "sentiment_train.tsv"),
@@ -69,9 +73,22 @@ def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
             "epochs": 2,
             "batch_size": 16,
             "learning_rate": 1e-3,
-            "output_dir": str(tmp_path / "runs"),
+            "output_dir": str(output_dir),
         },
     }
+    return with_sections(raw, **sections)
+
+
+def with_sections(raw: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    """Updates sections of a config dict in place (and returns it)."""
+    for key, values in sections.items():
+        raw[key] = {**raw.get(key, {}), **values}
+    return raw
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
+    return tiny_config("tiny-test", tmp_path / "runs")
 
 
 def write(path: Path, content: str | bytes) -> Path:

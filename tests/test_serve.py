@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import DEMO
+from conftest import tiny_config
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     predict_pb2,
@@ -25,17 +25,12 @@ from tfsft.export.serve import ServeOptions, Server
 def served(tmp_path_factory):
     out = tmp_path_factory.mktemp("serve")
     cfg = validate_config(
-        {
-            "name": "srv",
-            "data": {
-                "train": str(DEMO / "sentiment_train.tsv"),
-                "validation": str(DEMO / "sentiment_dev.tsv"),
-                "text_column": "sentence",
-                "max_train_examples": 64,
-            },
-            "model": {"preset": "tiny", "sequence_length": 32},
-            "train": {"epochs": 1, "batch_size": 32, "output_dir": str(out / "runs")},
-        }
+        tiny_config(
+            "srv",
+            out / "runs",
+            data={"max_train_examples": 64},
+            train={"epochs": 1, "batch_size": 32},
+        )
     )
     run = tfsft.train(cfg, verbose=0)
     export_model(run, "sent", out / "models")

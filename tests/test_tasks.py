@@ -1,23 +1,25 @@
 """Pairs, multi-label and regression, trained end to end on the tiny preset."""
 
 import pytest
-from conftest import DEMO
+from conftest import DEMO, with_sections
 
 import tfsft
 from tfsft.config import validate_config
 
 
 def test_pairs_multilabel_regression_and_test_split(tmp_path, tiny_cfg):
-    pair = _with(
-        tiny_cfg,
-        data={
-            "train": str(DEMO / "sentiment_train.tsv"),
-            "validation": None,
-            "validation_fraction": 0.2,
-            "test": str(DEMO / "sentiment_dev.tsv"),
-            "text_pair_column": "sentence",
-        },
-        train={"epochs": 1},
+    pair = validate_config(
+        with_sections(
+            tiny_cfg,
+            data={
+                "train": str(DEMO / "sentiment_train.tsv"),
+                "validation": None,
+                "validation_fraction": 0.2,
+                "test": str(DEMO / "sentiment_dev.tsv"),
+                "text_pair_column": "sentence",
+            },
+            train={"epochs": 1},
+        )
     )
     run = tfsft.train(pair, verbose=0)
     assert run.metrics["num_examples"] == 64  # 20% of 320, stratified
@@ -69,9 +71,3 @@ def test_pairs_multilabel_regression_and_test_split(tmp_path, tiny_cfg):
     assert isinstance(tfsft.predict(run, ["fine"])[0]["value"], float)
     metrics = tfsft.evaluate(run.dir, split="validation")
     assert metrics["mse"] == pytest.approx(run.metrics["mse"], rel=1e-5)
-
-
-def _with(raw, **sections):
-    for key, values in sections.items():
-        raw[key] = {**raw.get(key, {}), **values}
-    return validate_config(raw)

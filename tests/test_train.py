@@ -4,6 +4,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import with_sections
 
 import tfsft
 from tfsft.config import validate_config
@@ -11,9 +12,7 @@ from tfsft.runs import read_status
 
 
 def _cfg(raw, **sections):
-    for key, values in sections.items():
-        raw[key] = {**raw.get(key, {}), **values}
-    return validate_config(raw)
+    return validate_config(with_sections(raw, **sections))
 
 
 def test_train_writes_a_complete_run_and_learns(tiny_cfg, easy_data):
