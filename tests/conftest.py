@@ -102,7 +102,12 @@ def write(path: Path, content: str | bytes) -> Path:
 
 @pytest.fixture
 def easy_data(tmp_path: Path) -> tuple[Path, Path]:
-    """A synthetic sentiment task the tiny model learns in a few dozen steps."""
+    """A synthetic sentiment task the tiny model learns in a few dozen steps.
+
+    The tiny vocabulary splits the negative words into characters, so here length
+    alone gives the label away and length buckets would make every batch one class;
+    tests that check learning on it set ``data.length_buckets: null``.
+    """
     rng = random.Random(0)
     pos = ["good", "great", "wonderful", "love", "best"]
     neg = ["bad", "awful", "boring", "worst", "hate"]

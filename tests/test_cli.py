@@ -19,6 +19,7 @@ def _config(tmp_path, tiny_cfg, easy_data):
         "train": str(train),
         "validation": str(dev),
         "max_train_examples": None,
+        "length_buckets": None,  # see the easy_data fixture
     }
     tiny_cfg["train"] |= {"epochs": 2, "learning_rate": 1e-2, "warmup_ratio": 0.0}
     return write(tmp_path / "tiny.yaml", yaml.safe_dump(tiny_cfg))

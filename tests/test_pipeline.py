@@ -51,3 +51,44 @@ def test_pairs_get_two_segments_and_prediction_has_no_labels():
     segments = x["segment_ids"].numpy()
     mask = x["padding_mask"].numpy().astype(bool)
     assert set(np.unique(segments[mask])) == {0, 1}
+
+
+def test_length_buckets_cover_every_example_once_with_minimal_width():
+    from tfsft.data.pipeline import bucket_widths, plan_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 49, size=203)  # already truncated to 48
+    widths = bucket_widths([16, 32, 64, 128], 48)
+    assert widths == [16, 32, 48]
+    batches, sizes = plan_batches(lengths, 8, 2, seed=5, widths=widths, full=48)
+    assert len(batches) == 2 * 26  # ceil(203 / 8) steps per epoch, as without buckets
+    for epoch in range(2):
+        seen = np.concatenate(batches[epoch * 26 : (epoch + 1) * 26])
+        assert sorted(seen.tolist()) == list(range(203))
+    for batch, width in zip(batches, sizes, strict=True):
+        longest = lengths[batch].max()
+        assert width == min(w for w in widths if w >= longest)
+    # Grouping by length pads far less than padding everything to 48.
+    padded = sum(len(b) * w for b, w in zip(batches, sizes, strict=True))
+    assert padded < 0.8 * 2 * 203 * 48
+    again = plan_batches(lengths, 8, 2, seed=5, widths=widths, full=48)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again[0], strict=True))
+    other = plan_batches(lengths, 8, 2, seed=6, widths=widths, full=48)[0]
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
+
+
+def test_train_and_eval_datasets_trim_padding_to_the_bucket():
+    from tfsft.data.pipeline import make_eval_dataset, make_train_dataset, tokenize_all
+
+    pre = load_preprocessor(resolve_preset("tiny"), 64)
+    ex = _examples(20)
+    tokens = tokenize_all(ex, pre)
+    assert tokens["token_ids"].shape == (20, 64)
+    ds = make_train_dataset(
+        tokens, np.arange(20, dtype=np.int32), 4, 1, 0, widths=[16, 32, 64]
+    )
+    shapes = {x["token_ids"].shape[1] for x, _ in ds}
+    assert shapes <= {16, 32, 64} and 64 not in shapes  # these texts fit in 16 or 32
+    eval_ds, order = make_eval_dataset(tokens, None, 8, [16, 32, 64])
+    assert sorted(order.tolist()) == list(range(20))
+    assert all(x["padding_mask"].dtype == tf.int32 for x in eval_ds)

@@ -19,7 +19,12 @@ def test_train_writes_a_complete_run_and_learns(tiny_cfg, easy_data):
     train, dev = easy_data
     cfg = _cfg(
         tiny_cfg,
-        data={"train": str(train), "validation": str(dev), "max_train_examples": None},
+        data={
+            "train": str(train),
+            "validation": str(dev),
+            "max_train_examples": None,
+            "length_buckets": None,
+        },  # see the easy_data fixture
         train={"epochs": 3, "learning_rate": 1e-2, "warmup_ratio": 0.0},
         model={"dropout": 0.0},
     )

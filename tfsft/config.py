@@ -53,6 +53,12 @@ class DataConfig(_Strict):
         "longer one almost always means a broken file (wrong line endings or "
         "delimiter), so it is an invalid row.",
     )
+    length_buckets: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=[16, 32, 64, 128, 256],
+        description="Pad each batch only to the smallest of these widths (or "
+        "model.sequence_length) that fits it, grouping similar lengths; null pads "
+        "every batch to model.sequence_length.",
+    )
     clean_text: bool = Field(
         default=True, description="Normalise Unicode (NFC) and collapse whitespace."
     )

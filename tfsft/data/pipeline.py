@@ -96,6 +96,85 @@ def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
     )
 
 
+def bucket_widths(
+    boundaries: list[int] | None, sequence_length: int
+) -> list[int] | None:
+    """The padded widths batches may take: boundaries below the length, then it."""
+    if not boundaries:
+        return None
+    return sorted({b for b in boundaries if b < sequence_length} | {sequence_length})
+
+
+def plan_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    widths: list[int] | None,
+    full: int,
+) -> tuple[list[np.ndarray], list[int]]:
+    """Example indices and padded width of every training step, all epochs.
+
+    Without ``widths`` every batch is padded to the full sequence length. With them
+    (ascending bucket boundaries, the last one the sequence length), each batch is
+    drawn from one length bucket and padded only to that bucket's width, and the
+    order of the batches is shuffled, all seeded by (seed, epoch).
+    """
+    n = len(lengths)
+    batches: list[np.ndarray] = []
+    sizes: list[int] = []
+    for epoch, order in enumerate(epoch_orders(n, epochs, seed)):
+        epoch_batches = _bucketed(order, lengths, batch_size, widths, full)
+        if widths:
+            shuffle = np.random.default_rng([seed, epoch, 1]).permutation(
+                len(epoch_batches)
+            )
+            epoch_batches = [epoch_batches[j] for j in shuffle]
+        for batch in epoch_batches:
+            batches.append(batch)
+            sizes.append(bucket_width(int(lengths[batch].max()), widths, full))
+    return batches, sizes
+
+
+def _bucketed(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int,
+    widths: list[int] | None,
+    full: int,
+) -> list[np.ndarray]:
+    """Splits one epoch's order into batches, each from one length bucket.
+
+    Inside a bucket the shuffled order is kept, so batches stay random samples of
+    their bucket. The incomplete tail of every bucket is pooled and batched by
+    length, which keeps the number of steps at ceil(n / batch_size), as without
+    buckets.
+    """
+    if not widths:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    bucket = np.array(
+        [widths.index(bucket_width(int(x), widths, full)) for x in lengths]
+    )
+    batches, leftovers = [], []
+    for b in range(len(widths)):
+        members = order[bucket[order] == b]
+        whole = len(members) - len(members) % batch_size
+        batches += [members[i : i + batch_size] for i in range(0, whole, batch_size)]
+        leftovers.append(members[whole:])
+    rest = np.concatenate(leftovers)
+    rest = rest[np.argsort(lengths[rest], kind="stable")]
+    batches += [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
+    return batches
+
+
+def bucket_width(length: int, widths: list[int] | None, full: int) -> int:
+    """The smallest bucket boundary that holds ``length`` tokens."""
+    for width in widths or ():
+        if length <= width:
+            return width
+    return full
+
+
 def make_train_dataset(
     tokens: dict[str, tf.Tensor],
     labels: np.ndarray,
@@ -104,33 +183,61 @@ def make_train_dataset(
     seed: int,
     start_step: int = 0,
     stop_step: int | None = None,
+    widths: list[int] | None = None,
 ) -> tf.data.Dataset:
     """The stream of training batches for global steps [start_step, stop_step).
 
-    Batch ``s`` holds examples ``order[e][i*B:(i+1)*B]`` with ``e, i = divmod(s,
-    steps_per_epoch)``; the last batch of an epoch is smaller. Starting at any step
-    costs nothing: no earlier batch is produced and thrown away.
+    Which examples form step ``s`` and how wide it is padded are fixed in advance by
+    `plan_batches`, so starting at any step costs nothing: no earlier batch is
+    produced and thrown away. Token tensors are [batch, width] with width one of
+    ``widths`` (or the full length).
     """
-    n = len(labels)
-    steps_per_epoch = -(-n // batch_size)
-    orders = epoch_orders(n, epochs, seed)
-    batches = [
-        orders[e][i * batch_size : (i + 1) * batch_size]
-        for e in range(epochs)
-        for i in range(steps_per_epoch)
-    ]
+    lengths = tokens["padding_mask"].numpy().sum(axis=1)
+    full = int(tokens["token_ids"].shape[1])
+    batches, sizes = plan_batches(lengths, batch_size, epochs, seed, widths, full)
     index = tf.RaggedTensor.from_row_lengths(  # [steps, (batch)]
         np.concatenate(batches).astype(np.int64), [len(b) for b in batches]
     )
+    step_widths = tf.constant(sizes, tf.int32)
     targets = tf.constant(labels)
     stop = len(batches) if stop_step is None else stop_step
 
     def gather(step: tf.Tensor):
-        rows = index[step]
-        return {k: tf.gather(v, rows) for k, v in tokens.items()}, tf.gather(
-            targets, rows
-        )
+        rows, width = index[step], step_widths[step]
+        features = {k: tf.gather(v, rows)[:, :width] for k, v in tokens.items()}
+        return features, tf.gather(targets, rows)
 
     ds = tf.data.Dataset.range(start_step, stop)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_eval_dataset(
+    tokens: dict[str, tf.Tensor],
+    labels: np.ndarray | None,
+    batch_size: int,
+    widths: list[int] | None = None,
+) -> tuple[tf.data.Dataset, np.ndarray]:
+    """Batches sorted by length (padded to their bucket) and the order used.
+
+    Sorting keeps the padding of evaluation batches small; predictions come out in
+    ``order`` and are put back with ``np.argsort(order)``.
+    """
+    lengths = tokens["padding_mask"].numpy().sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    full = int(tokens["token_ids"].shape[1])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    sizes = [bucket_width(int(lengths[b].max()), widths, full) for b in batches]
+    index = tf.RaggedTensor.from_row_lengths(
+        order.astype(np.int64), [len(b) for b in batches]
+    )
+    step_widths = tf.constant(sizes, tf.int32)
+    targets = None if labels is None else tf.constant(labels)
+
+    def gather(step: tf.Tensor):
+        rows, width = index[step], step_widths[step]
+        features = {k: tf.gather(v, rows)[:, :width] for k, v in tokens.items()}
+        return features if targets is None else (features, tf.gather(targets, rows))
+
+    ds = tf.data.Dataset.range(len(batches)).map(gather)
+    return ds.prefetch(tf.data.AUTOTUNE), order

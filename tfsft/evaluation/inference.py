@@ -8,9 +8,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfsft.config import DataConfig
+from tfsft.config import DataConfig, ExperimentConfig
 from tfsft.data.labels import encode_labels
-from tfsft.data.pipeline import make_dataset
+from tfsft.data.pipeline import bucket_widths, make_eval_dataset, tokenize_all
 from tfsft.data.sources import Examples, load_examples
 from tfsft.data.splits import load_splits
 from tfsft.errors import TfsftError
@@ -25,9 +25,15 @@ def predict_scores(
     examples: Examples,
     batch_size: int,
     task: str,
+    widths: list[int] | None = None,
 ) -> np.ndarray:
-    """Probabilities [N, K] (classifiers) or values [N, 1] (regression)."""
-    ds = make_dataset(examples, None, preprocessor, batch_size)
+    """Probabilities [N, K] (classifiers) or values [N, 1] (regression), in order.
+
+    Examples are batched by length (padded to ``widths`` buckets) and the scores put
+    back into the input order.
+    """
+    tokens = tokenize_all(examples, preprocessor)
+    ds, order = make_eval_dataset(tokens, None, batch_size, widths)
     # A keras-hub task with a preprocessor attached would tokenize the (already
     # tokenized) batches again inside predict(); detach it for the call.
     attached, model.preprocessor = model.preprocessor, None
@@ -35,7 +41,7 @@ def predict_scores(
         logits = model.predict(ds, verbose=0)
     finally:
         model.preprocessor = attached
-    return logits_to_scores(task, logits)
+    return logits_to_scores(task, logits[np.argsort(order)])
 
 
 def decode(
@@ -86,6 +92,7 @@ def predict(
         examples,
         run.config.train.batch_size,
         run.config.task,
+        config_widths(run.config),
     )
     return decode(
         run.config.task, scores, run.labels.names, run.config.evaluate.threshold
@@ -119,7 +126,12 @@ def evaluate(
             )
     y_true = encode_labels(run.labels, examples, cfg.data)
     scores = predict_scores(
-        run.model, run.model.preprocessor, examples, cfg.train.batch_size, cfg.task
+        run.model,
+        run.model.preprocessor,
+        examples,
+        cfg.train.batch_size,
+        cfg.task,
+        config_widths(cfg),
     )
     name = Path(data).stem if data else split
     out = Path(output_dir) if output_dir else run.dir / "eval" / name
@@ -153,6 +165,11 @@ def read_inputs(
             row["text_pair"] = examples.pairs[i]
         rows.append(row)
     return rows, examples.texts, examples.pairs
+
+
+def config_widths(cfg: ExperimentConfig) -> list[int] | None:
+    """The padded batch widths a config's length buckets allow."""
+    return bucket_widths(cfg.data.length_buckets, cfg.model.sequence_length)
 
 
 def _loaded(run: Run | str | Path) -> Run:

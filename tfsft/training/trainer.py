@@ -15,11 +15,11 @@ import numpy as np
 
 from tfsft.config import ExperimentConfig
 from tfsft.data.labels import LabelSpec, build_label_spec, encode_labels
-from tfsft.data.pipeline import make_dataset, make_train_dataset, tokenize_all
+from tfsft.data.pipeline import make_eval_dataset, make_train_dataset, tokenize_all
 from tfsft.data.sources import describe_skipped
 from tfsft.data.splits import Splits, load_splits
 from tfsft.errors import Interrupted
-from tfsft.evaluation.inference import predict_scores
+from tfsft.evaluation.inference import config_widths, predict_scores
 from tfsft.evaluation.report import plot_history, write_report
 from tfsft.models.backbones import load_preprocessor, resolve_preset
 from tfsft.models.heads import default_monitor, make_loss, make_metrics
@@ -102,11 +102,13 @@ def _fit(
     tc = cfg.train
     preprocessor = load_preprocessor(preset, cfg.model.sequence_length)
     tokens = tokenize_all(splits.train, preprocessor)
+    widths = config_widths(cfg)
     val_ds = None
     if splits.validation is not None:
-        val_ds = make_dataset(
-            splits.validation, encoded["validation"], preprocessor, tc.batch_size
-        )
+        val_tokens = tokenize_all(splits.validation, preprocessor)
+        val_ds = make_eval_dataset(
+            val_tokens, encoded["validation"], tc.batch_size, widths
+        )[0]
     steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
     total_steps = steps_per_epoch * tc.epochs
     with make_strategy(cfg.runtime).scope():
@@ -143,6 +145,7 @@ def _fit(
                 tc.seed,
                 first,
                 last,
+                widths,
             ),
             validation_data=val_ds,
             initial_epoch=epoch,
@@ -167,7 +170,9 @@ def _fit(
         examples = getattr(splits, name)
         if examples is None:
             continue
-        scores = predict_scores(model, preprocessor, examples, tc.batch_size, cfg.task)
+        scores = predict_scores(
+            model, preprocessor, examples, tc.batch_size, cfg.task, widths
+        )
         out_dir = run_dir if name == "validation" else run_dir / name
         split_metrics = write_report(
             out_dir,
