@@ -47,7 +47,8 @@ def save_backup(model: keras.Model, folder: Path, step: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_weights(str(tmp / _WEIGHTS))  # includes the optimizer's variables
-    np.save(tmp / _RNG, np.stack([np.asarray(v.numpy()) for v in seed_states(model)]))
+    states = [np.asarray(v.numpy()) for v in seed_states(model)]
+    np.save(tmp / _RNG, np.stack(states) if states else np.zeros((0, 2), np.int64))
     (tmp / _PROGRESS).write_text(json.dumps({"global_step": step}))
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
