@@ -28,6 +28,8 @@ def _config(tmp_path: Path, name: str, freeze) -> Path:
             "validation": str(DEMO / "sentiment_dev.tsv"),
             "text_column": "sentence",
             "max_train_examples": 160,
+            # Buckets on: the batch plan must be as reproducible as a plain order.
+            "length_buckets": [8, 16],
         },
         "model": {"preset": "tiny", "sequence_length": 24, "freeze": freeze},
         # 40 steps per epoch, 80 in all; dropout stays on to exercise the RNG state.

@@ -54,10 +54,10 @@ class DataConfig(_Strict):
         "delimiter), so it is an invalid row.",
     )
     length_buckets: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=[16, 32, 64, 128, 256],
-        description="Pad each batch only to the smallest of these widths (or "
-        "model.sequence_length) that fits it, grouping similar lengths; null pads "
-        "every batch to model.sequence_length.",
+        default=None,
+        description="Draw each batch from one length bucket and pad it only to the "
+        "bucket's width, e.g. [16, 32, 64, 128] (capped at model.sequence_length); "
+        "null pads every batch to model.sequence_length.",
     )
     clean_text: bool = Field(
         default=True, description="Normalise Unicode (NFC) and collapse whitespace."
