@@ -59,6 +59,7 @@ def test_train_writes_a_complete_run_and_learns(tiny_cfg, easy_data):
         "pos",
     }
     # The saved preset reloads with its tokenizer and predicts like the live model.
+    assert tfsft.predict(run, []) == []
     texts = ["a wonderful great film", "boring and awful plot"]
     live = tfsft.predict(run, texts)
     reloaded = tfsft.predict(run.dir, texts)

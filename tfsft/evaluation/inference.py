@@ -71,6 +71,8 @@ def predict(
         One dict per text: ``label`` + ``probabilities`` (classification), ``labels``
         + ``probabilities`` (multilabel) or ``value`` (regression).
     """
+    if not texts:
+        return []
     run = _loaded(run)
     paired = run.config.data.text_pair_column is not None
     if paired and (pairs is None or len(pairs) != len(texts)):
