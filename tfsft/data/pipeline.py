@@ -195,21 +195,8 @@ def make_train_dataset(
     lengths = tokens["padding_mask"].numpy().sum(axis=1)
     full = int(tokens["token_ids"].shape[1])
     batches, sizes = plan_batches(lengths, batch_size, epochs, seed, widths, full)
-    index = tf.RaggedTensor.from_row_lengths(  # [steps, (batch)]
-        np.concatenate(batches).astype(np.int64), [len(b) for b in batches]
-    )
-    step_widths = tf.constant(sizes, tf.int32)
-    targets = tf.constant(labels)
     stop = len(batches) if stop_step is None else stop_step
-
-    def gather(step: tf.Tensor):
-        rows, width = index[step], step_widths[step]
-        features = {k: tf.gather(v, rows)[:, :width] for k, v in tokens.items()}
-        return features, tf.gather(targets, rows)
-
-    ds = tf.data.Dataset.range(start_step, stop)
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _gather_batches(tokens, labels, batches, sizes, start_step, stop)
 
 
 def make_eval_dataset(
@@ -228,8 +215,20 @@ def make_eval_dataset(
     full = int(tokens["token_ids"].shape[1])
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     sizes = [bucket_width(int(lengths[b].max()), widths, full) for b in batches]
-    index = tf.RaggedTensor.from_row_lengths(
-        order.astype(np.int64), [len(b) for b in batches]
+    return _gather_batches(tokens, labels, batches, sizes, 0, len(batches)), order
+
+
+def _gather_batches(
+    tokens: dict[str, tf.Tensor],
+    labels: np.ndarray | None,
+    batches: list[np.ndarray],
+    sizes: list[int],
+    start: int,
+    stop: int,
+) -> tf.data.Dataset:
+    """Batches ``start..stop-1`` of a plan: rows gathered, padding cut to ``sizes``."""
+    index = tf.RaggedTensor.from_row_lengths(  # [steps, (batch)]
+        np.concatenate(batches).astype(np.int64), [len(b) for b in batches]
     )
     step_widths = tf.constant(sizes, tf.int32)
     targets = None if labels is None else tf.constant(labels)
@@ -239,5 +238,6 @@ def make_eval_dataset(
         features = {k: tf.gather(v, rows)[:, :width] for k, v in tokens.items()}
         return features if targets is None else (features, tf.gather(targets, rows))
 
-    ds = tf.data.Dataset.range(len(batches)).map(gather)
-    return ds.prefetch(tf.data.AUTOTUNE), order
+    ds = tf.data.Dataset.range(start, stop)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
