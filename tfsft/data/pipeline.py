@@ -51,9 +51,7 @@ def make_dataset(
         shuffle: reshuffle every epoch (training only); the order is seeded.
         seed: shuffle seed.
     """
-    features = {"text": tf.constant(examples.texts, tf.string)}
-    if examples.pairs is not None:
-        features["text_pair"] = tf.constant(examples.pairs, tf.string)
+    features = _text_features(examples)
     elements = (features,) if labels is None else (features, labels)
     ds = tf.data.Dataset.from_tensor_slices(elements)
     ds = ds.batch(_TOKENIZE_CHUNK)
@@ -70,12 +68,17 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def tokenize_all(examples: Examples, preprocessor: Any) -> dict[str, tf.Tensor]:
-    """Tokenizes every example once: a dict of [N, sequence_length] int32 tensors."""
+def _text_features(examples: Examples) -> dict[str, tf.Tensor]:
     features = {"text": tf.constant(examples.texts, tf.string)}
     if examples.pairs is not None:
         features["text_pair"] = tf.constant(examples.pairs, tf.string)
-    ds = tf.data.Dataset.from_tensor_slices(features).batch(_TOKENIZE_CHUNK)
+    return features
+
+
+def tokenize_all(examples: Examples, preprocessor: Any) -> dict[str, tf.Tensor]:
+    """Tokenizes every example once: a dict of [N, sequence_length] int32 tensors."""
+    ds = tf.data.Dataset.from_tensor_slices(_text_features(examples))
+    ds = ds.batch(_TOKENIZE_CHUNK)
     ds = ds.map(
         make_tokenize_fn(preprocessor, examples.pairs is not None),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -123,8 +126,13 @@ def plan_batches(
     n = len(lengths)
     batches: list[np.ndarray] = []
     sizes: list[int] = []
+    # Bucket of each example: the first width that holds it (lengths never exceed
+    # the last width, the sequence length, since the packer truncates).
+    bucket = None
+    if widths:
+        bucket = np.minimum(np.searchsorted(widths, lengths), len(widths) - 1)
     for epoch, order in enumerate(epoch_orders(n, epochs, seed)):
-        epoch_batches = _bucketed(order, lengths, batch_size, widths, full)
+        epoch_batches = _bucketed(order, lengths, batch_size, bucket)
         if widths:
             shuffle = np.random.default_rng([seed, epoch, 1]).permutation(
                 len(epoch_batches)
@@ -140,8 +148,7 @@ def _bucketed(
     order: np.ndarray,
     lengths: np.ndarray,
     batch_size: int,
-    widths: list[int] | None,
-    full: int,
+    bucket: np.ndarray | None,
 ) -> list[np.ndarray]:
     """Splits one epoch's order into batches, each from one length bucket.
 
@@ -150,13 +157,10 @@ def _bucketed(
     length, which keeps the number of steps at ceil(n / batch_size), as without
     buckets.
     """
-    if not widths:
+    if bucket is None:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    bucket = np.array(
-        [widths.index(bucket_width(int(x), widths, full)) for x in lengths]
-    )
     batches, leftovers = [], []
-    for b in range(len(widths)):
+    for b in range(int(bucket.max()) + 1):
         members = order[bucket[order] == b]
         whole = len(members) - len(members) % batch_size
         batches += [members[i : i + batch_size] for i in range(0, whole, batch_size)]
