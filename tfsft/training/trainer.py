@@ -7,6 +7,7 @@ import logging
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
         loss=make_loss(cfg.task),
         metrics=make_metrics(cfg.task),
         jit_compile=cfg.runtime.jit_compile,
+        steps_per_execution=cfg.runtime.steps_per_execution,
     )
 
 
@@ -86,7 +88,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     except BaseException as e:
         write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
         raise
-    write_status(run_dir, "completed", metrics=run.metrics)
+    write_status(run_dir, "completed", metrics=run.metrics, precision=policy)
     return run
 
 
@@ -111,7 +113,9 @@ def _fit(
         )[0]
     steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
     total_steps = steps_per_epoch * tc.epochs
-    with make_strategy(cfg.runtime).scope():
+    # RematScope must be active while the layers are first called (at build).
+    remat = keras.RematScope(mode="full") if cfg.runtime.remat else nullcontext()
+    with make_strategy(cfg.runtime).scope(), remat:
         model = build_model(cfg.model, labels.num_outputs)
         compile_model(model, cfg, total_steps)
     start_step = restore_backup(model, run_dir / "backup")
@@ -146,6 +150,7 @@ def _fit(
                 first,
                 last,
                 widths,
+                cfg.data.length_grouping,
             ),
             validation_data=val_ds,
             initial_epoch=epoch,
