@@ -150,11 +150,6 @@ class RuntimeConfig(_Strict):
         description="Batches run per call into the compiled step; more cuts Python "
         "overhead (useful on TPU), but callbacks then see every N-th step only.",
     )
-    remat: bool = Field(
-        default=False,
-        description="Recompute activations in the backward pass instead of keeping "
-        "them (keras.RematScope): less memory for long sequences, more compute.",
-    )
 
 
 class EvaluateConfig(_Strict):

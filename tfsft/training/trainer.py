@@ -7,7 +7,6 @@ import logging
 import math
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +112,7 @@ def _fit(
         )[0]
     steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
     total_steps = steps_per_epoch * tc.epochs
-    # RematScope must be active while the layers are first called (at build).
-    remat = keras.RematScope(mode="full") if cfg.runtime.remat else nullcontext()
-    with make_strategy(cfg.runtime).scope(), remat:
+    with make_strategy(cfg.runtime).scope():
         model = build_model(cfg.model, labels.num_outputs)
         compile_model(model, cfg, total_steps)
     start_step = restore_backup(model, run_dir / "backup")
@@ -128,6 +125,14 @@ def _fit(
         f"{trainable:,}",
         f"{total:,}",
         100 * trainable / max(total, 1),
+    )
+    log.info(
+        "precision %s; batches padded to %s",
+        keras.config.dtype_policy().name,
+        f"widths {widths}"
+        + (" grouped by length" if cfg.data.length_grouping > 1 else "")
+        if widths
+        else "the sequence length",
     )
     if start_step:
         log.info("resuming at step %d of %d", start_step, total_steps)
@@ -158,6 +163,7 @@ def _fit(
             steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the planned stream is already shuffled, per epoch
         )
 
     start = time.perf_counter()
