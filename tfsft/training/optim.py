@@ -7,6 +7,7 @@ import math
 import keras
 
 from tfsft.config import TrainConfig
+from tfsft.training.replica_sync import AdamW
 
 # Biases and LayerNorm scales/offsets are not decayed: decaying them only hurts
 # (Loshchilov & Hutter; the BERT reference implementation does the same).
@@ -57,7 +58,7 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> keras.optimizers.Optim
         warmup_steps=round(cfg.warmup_ratio * total_steps),
         kind=cfg.schedule,
     )
-    optimizer = keras.optimizers.AdamW(
+    optimizer = AdamW(  # keras' AdamW, with clipping fixed for multi-replica
         learning_rate=schedule,
         weight_decay=cfg.weight_decay,
         epsilon=1e-8,  # the value HF/PyTorch use, so recipes transfer unchanged
