@@ -144,6 +144,34 @@ MIRRORED_SCRIPT = textwrap.dedent(
     run = tfsft.train(validate_config(configs["mirrored"]), verbose=0)
     np.savez(f"{out_dir}/weights.npz", *run.model.get_weights())
     out |= {"dir": str(run.dir), "metrics": run.metrics, "history": run.history}
+
+    # One clipped AdamW step of a small dense model: Keras' AdamW vs tfsft's, on 2
+    # replicas, against one device.
+    import keras
+    from tfsft.training import distribute
+    from tfsft.training.replica_sync import AdamW
+
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("int32")
+
+    def step(optimizer_class, strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+            model.compile(
+                optimizer_class(learning_rate=0.1, global_clipnorm=1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        return model.get_weights()[0]
+
+    # The same strategy object as training's: tfsft reuses one per device set.
+    mirrored = distribute.make_strategy(validate_config(configs["mirrored"]).runtime)
+    single = step(AdamW, tf.distribute.get_strategy())
+    out["clip_error"] = {
+        name: float(np.abs(step(cls, mirrored) - single).max())
+        for name, cls in (("keras", keras.optimizers.AdamW), ("tfsft", AdamW))
+    }
     print(json.dumps(out))
     """
 )
@@ -170,6 +198,9 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, shared):
     assert "over the 2 replicas" in out["odd_batch_error"]
     assert not (tmp_path / "runs" / "odd").exists()
 
+    # Keras clips each replica's part of the gradient; tfsft clips their sum.
+    assert out["clip_error"]["keras"] > 1e-3
+    assert out["clip_error"]["tfsft"] < 1e-6
     assert out["metrics"]["replicas"] == 2
     saved = np.load(tmp_path / "weights.npz")
     _assert_matches_reference(out["metrics"], [saved[k] for k in saved.files], shared)

@@ -21,6 +21,7 @@ split and why the update equals a single device's.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ def make_strategy(cfg: RuntimeConfig) -> tf.distribute.Strategy:
         detail = f" on TPU {address!r}"
     elif name == "multi_worker":
         cluster = read_tf_config(cfg, os.environ)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = _multi_worker(json.dumps(cluster, sort_keys=True))
         task = cluster.get("task", {})
         detail = f" (task {task.get('type')} {task.get('index')})"
     elif name == "mirrored":
@@ -205,14 +206,27 @@ def _tf_config_workers(raw: str | None) -> int:
         return 0  # malformed: not "clearly" multi-worker; multi_worker reports it
 
 
+# One strategy object per process and device set, reused by later runs: collective
+# ops of a second MirroredStrategy over the same devices reuse the first one's
+# instance keys and abort on mismatched shapes, and a process can configure
+# multi-worker collectives only once.
+@functools.cache
+def _multi_worker(tf_config: str) -> tf.distribute.Strategy:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def _mirrored() -> tf.distribute.Strategy:
     # MirroredStrategy() alone takes every GPU, or only CPU:0 when there is none; the
     # logical CPU devices (tf.config.set_logical_device_configuration) are listed
     # explicitly so that a CPU-only machine can run (and test) several replicas.
-    if tf.config.list_physical_devices("GPU"):
-        return tf.distribute.MirroredStrategy()
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(cpus)
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    return _mirrored_over(tuple(d.name for d in devices))
+
+
+@functools.cache
+def _mirrored_over(devices: tuple[str, ...]) -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def build_for_fit(
