@@ -57,13 +57,11 @@ def full_batch_plan(
     batches, sizes = plan_batches(lengths, batch_size, epochs, seed, widths, full)
     n = len(lengths)
     kept: list[list[int]] = [[] for _ in range(epochs)]
-    epoch, seen = 0, 0
+    seen = 0  # examples planned so far; each epoch of the plan covers all n once
     for i, batch in enumerate(batches):
         if len(batch) == batch_size:
-            kept[epoch].append(i)
+            kept[min(seen // n, epochs - 1)].append(i)
         seen += len(batch)
-        if seen == n:  # each epoch of the plan covers every example once
-            epoch, seen = epoch + 1, 0
     steps = min(len(k) for k in kept)
     if steps == 0:
         raise DataError(

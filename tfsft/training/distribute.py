@@ -73,7 +73,7 @@ def make_strategy(cfg: RuntimeConfig) -> tf.distribute.Strategy:
 
 
 def choose_strategy(cfg: RuntimeConfig, env: Mapping[str, str], gpus: int) -> str:
-    """Resolves ``auto`` from the environment only (no network, no device probing)."""
+    """Resolves ``auto`` from the environment and the local GPU count (no network)."""
     if cfg.strategy != "auto":
         return cfg.strategy
     if cfg.tpu or env.get("TPU_NAME") or env.get("COLAB_TPU_ADDR"):
