@@ -66,7 +66,9 @@ def shared(tmp_path_factory) -> dict:
     words = [["awful", "bad", "boring", "worst"], ["great", "good", "love", "best"]]
     filler = ["the", "film", "was", "and", "it", "plot", "a", "story"]
     rows = ["sentence\tlabel"]
-    for i in range(72):  # 48 to train, 24 to validate; the label is in the words
+    # 48 rows to train (6 steps of 8) and 25 to validate: the last validation batch
+    # has one row, so one replica gets none. The label is in the words.
+    for i in range(73):
         text = [*rng.choice(words[i % 2], 2), *rng.choice(filler, rng.integers(1, 6))]
         rows.append(f"{' '.join(rng.permutation(text))}\t{i % 2}")
     train = write(root / "train.tsv", "\n".join(rows[:49]) + "\n")

@@ -106,8 +106,9 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
         # the chief's backup, which other machines cannot read (see README).
         run_dir, resumed = open_run_dir(cfg, resume=num_workers(strategy) == 1)
     else:
-        # Keras/TF's pattern: non-chief workers run the same callbacks (saving runs
-        # collective ops that need every worker) but into a throwaway dir.
+        # Keras/TF's pattern: other workers run the chief's code path too (epoch
+        # logs and checkpoints read synchronised variables, a collective every
+        # worker must join) but write into a throwaway dir.
         run_dir = Path(tempfile.mkdtemp(prefix=f"tfsft-{worker_label(strategy)}-"))
         resumed = False
     log.info("%s run %s", "resuming" if resumed else "starting", run_dir)
