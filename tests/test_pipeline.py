@@ -1,4 +1,7 @@
+import itertools
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfsft.data.pipeline import make_dataset
@@ -53,14 +56,15 @@ def test_pairs_get_two_segments_and_prediction_has_no_labels():
     assert set(np.unique(segments[mask])) == {0, 1}
 
 
-def test_length_buckets_cover_every_example_once_with_minimal_width():
-    from tfsft.data.pipeline import bucket_widths, plan_batches
+@pytest.mark.parametrize("group", [1, 4])
+def test_length_buckets_cover_every_example_once_with_minimal_width(group):
+    from tfsft.data.pipeline import bucket_widths, epoch_orders, plan_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 49, size=203)  # already truncated to 48
     widths = bucket_widths([16, 32, 64, 128], 48)
     assert widths == [16, 32, 48]
-    batches, sizes = plan_batches(lengths, 8, 2, seed=5, widths=widths, full=48)
+    batches, sizes = plan_batches(lengths, 8, 2, 5, widths, 48, group)
     assert len(batches) == 2 * 26  # ceil(203 / 8) steps per epoch, as without buckets
     for epoch in range(2):
         seen = np.concatenate(batches[epoch * 26 : (epoch + 1) * 26])
@@ -68,13 +72,36 @@ def test_length_buckets_cover_every_example_once_with_minimal_width():
     for batch, width in zip(batches, sizes, strict=True):
         longest = lengths[batch].max()
         assert width == min(w for w in widths if w >= longest)
-    # Grouping by length pads far less than padding everything to 48.
     padded = sum(len(b) * w for b, w in zip(batches, sizes, strict=True))
-    assert padded < 0.8 * 2 * 203 * 48
-    again = plan_batches(lengths, 8, 2, seed=5, widths=widths, full=48)
+    if group == 1:  # random batches: the plain shuffled order, only trimmed
+        order = epoch_orders(203, 2, 5).ravel()
+        assert np.array_equal(np.concatenate(batches), order)
+        assert padded < 2 * 203 * 48
+    else:  # grouping by length pads far less than padding everything to 48
+        assert padded < 0.8 * 2 * 203 * 48
+        for epoch in range(2):  # a batch is a length slice of one window of 32
+            window_of = np.empty(203, int)
+            window_of[epoch_orders(203, 2, 5)[epoch]] = np.arange(203) // 32
+            epoch_batches = batches[epoch * 26 : (epoch + 1) * 26]
+            assert all(len(set(window_of[b])) == 1 for b in epoch_batches)
+            for w in range(7):
+                members = [b for b in epoch_batches if window_of[b[0]] == w]
+                members.sort(key=lambda b: lengths[b].min())
+                for a, c in itertools.pairwise(members):
+                    assert lengths[a].max() <= lengths[c].min()
+    again = plan_batches(lengths, 8, 2, 5, widths, 48, group)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again[0], strict=True))
-    other = plan_batches(lengths, 8, 2, seed=6, widths=widths, full=48)[0]
+    other = plan_batches(lengths, 8, 2, 6, widths, 48, group)[0]
     assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
+
+
+def test_auto_buckets_are_eight_widths_in_multiples_of_eight():
+    from tfsft.data.pipeline import bucket_widths
+
+    assert bucket_widths("auto", 64) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert bucket_widths("auto", 128) == list(range(16, 129, 16))
+    assert bucket_widths("auto", 100) == [16, 32, 48, 64, 80, 96, 100]
+    assert bucket_widths(None, 64) is None
 
 
 def test_train_and_eval_datasets_trim_padding_to_the_bucket():

@@ -58,7 +58,9 @@ def test_train_writes_a_complete_run_and_learns(tiny_cfg, easy_data):
         "neg",
         "pos",
     }
-    # The saved preset reloads with its tokenizer and predicts like the live model.
+    # The saved preset reloads with its tokenizer and predicts like the live model;
+    # in bfloat16 two instances of the same weights may differ in the last bits.
+    tol = 1e-5 if keras.config.dtype_policy().name == "float32" else 1e-3
     assert tfsft.predict(run, []) == []
     texts = ["a wonderful great film", "boring and awful plot"]
     live = tfsft.predict(run, texts)
@@ -67,7 +69,7 @@ def test_train_writes_a_complete_run_and_learns(tiny_cfg, easy_data):
         assert a["label"] == b["label"]
         for name in ("neg", "pos"):
             assert a["probabilities"][name] == pytest.approx(
-                b["probabilities"][name], abs=1e-5
+                b["probabilities"][name], abs=tol
             )
 
 

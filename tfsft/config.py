@@ -63,11 +63,20 @@ class DataConfig(_Strict):
         "longer one almost always means a broken file (wrong line endings or "
         "delimiter), so it is an invalid row.",
     )
-    length_buckets: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=None,
-        description="Draw each batch from one length bucket and pad it only to the "
-        "bucket's width, e.g. [16, 32, 64, 128] (capped at model.sequence_length); "
-        "null pads every batch to model.sequence_length.",
+    length_buckets: Literal["auto"] | list[Annotated[int, Field(ge=1)]] | None = Field(
+        default="auto",
+        description="Widths a batch may be padded to: each batch is padded only to "
+        "the smallest one that holds its longest example. 'auto' is eight evenly "
+        "spaced widths up to model.sequence_length (8, 16, ..., 64 for 64); a list "
+        "such as [16, 32, 64] is capped at model.sequence_length; null pads every "
+        "batch to model.sequence_length.",
+    )
+    length_grouping: Annotated[int, Field(ge=1)] = Field(
+        default=8,
+        description="With length_buckets, sort each shuffled window of this many "
+        "batches by length before cutting it into batches, so examples of similar "
+        "length share a batch and little is padded (HF Trainer's group_by_length); "
+        "the batches are then shuffled. 1 keeps batches fully random.",
     )
     clean_text: bool = Field(
         default=True, description="Normalise Unicode (NFC) and collapse whitespace."
@@ -118,6 +127,12 @@ class TrainConfig(_Strict):
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: Annotated[float, Field(gt=0)] | None = 1.0
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="Average the gradients of this many batches per optimizer "
+        "update: the effective batch is batch_size x this, in the memory of one "
+        "batch. Steps (save_every_steps, the schedule) count batches.",
+    )
     seed: int = 42
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     monitor: str | None = Field(
@@ -145,7 +160,21 @@ class RuntimeConfig(_Strict):
         "TF_CONFIG names >1 worker, mirrored if >1 GPU, else one device.",
     )
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
-    jit_compile: bool = False
+    jit_compile: bool = Field(
+        default=False,
+        description="Compile the train step with XLA (one compilation per batch "
+        "width); measured slower than TF's graph on CPU, see README.",
+    )
+    steps_per_execution: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="Batches run per call into the compiled step; more cuts Python "
+        "overhead (useful on TPU), but callbacks then see every N-th step only.",
+    )
+    remat: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass instead of keeping "
+        "them (keras.RematScope): less memory for long sequences, more compute.",
+    )
     tpu: str | None = Field(
         default=None,
         min_length=1,
@@ -204,10 +233,13 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _tpu_shapes_are_static(self) -> ExperimentConfig:
         # A TPU program is compiled for fixed shapes; buckets vary the batch width.
-        if self.runtime.strategy == "tpu" and self.data.length_buckets:
+        # The default "auto" is simply not applied on a TPU (see the trainer).
+        if self.runtime.strategy == "tpu" and isinstance(
+            self.data.length_buckets, list
+        ):
             raise ValueError(
                 "runtime.strategy tpu pads every batch to model.sequence_length; "
-                "remove data.length_buckets"
+                "set data.length_buckets to auto (not applied on a TPU) or null"
             )
         return self
 

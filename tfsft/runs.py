@@ -126,8 +126,24 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> Run:
             # The saved preset has no optimizer state, by design; keras warns that
             # the (unused) default optimizer found nothing to load.
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-            model = keras_hub.models.TextClassifier.from_preset(str(run_dir / "model"))
+            model = keras_hub.models.TextClassifier.from_preset(
+                str(run_dir / "model"), dtype=saved_dtype_policy(run_dir / "model")
+            )
     return Run(run_dir, cfg, labels, model=model, metrics=metrics)
+
+
+def saved_dtype_policy(preset_dir: Path) -> str | None:
+    """The dtype policy a preset's backbone was trained in (None if unrecorded).
+
+    It is passed back to ``from_preset`` explicitly: keras-hub 0.32 otherwise
+    rejects a mixed policy name such as ``mixed_bfloat16``, and a model evaluated in
+    the precision it was trained and validated in reproduces its metrics.
+    """
+    try:
+        config = json.loads((preset_dir / "config.json").read_text())
+        return config["config"]["dtype"]["config"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _alive(pid: Any) -> bool:

@@ -47,14 +47,17 @@ def full_batch_plan(
     seed: int,
     widths: list[int] | None,
     full: int,
+    group: int = 1,
 ) -> tuple[list[np.ndarray], list[int], int]:
     """`plan_batches` without incomplete batches: (batches, widths, steps per epoch).
 
     Every epoch keeps the same number of steps (the fewest full batches any epoch
-    has; n // B with the default plan), so that Keras can be told one
+    has; n // B with `plan_batches`' plans), so that Keras can be told one
     ``steps_per_epoch`` and a global step still fixes the data position.
     """
-    batches, sizes = plan_batches(lengths, batch_size, epochs, seed, widths, full)
+    batches, sizes = plan_batches(
+        lengths, batch_size, epochs, seed, widths, full, group
+    )
     n = len(lengths)
     kept: list[list[int]] = [[] for _ in range(epochs)]
     seen = 0  # examples planned so far; each epoch of the plan covers all n once

@@ -100,11 +100,18 @@ def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
 
 
 def bucket_widths(
-    boundaries: list[int] | None, sequence_length: int
+    boundaries: str | list[int] | None, sequence_length: int
 ) -> list[int] | None:
-    """The padded widths batches may take: boundaries below the length, then it."""
+    """The padded widths batches may take: boundaries below the length, then it.
+
+    ``"auto"`` is eight evenly spaced widths, in multiples of 8 (the vector width
+    that keeps matmul kernels on their fast path).
+    """
     if not boundaries:
         return None
+    if boundaries == "auto":
+        step = max(8, -(-sequence_length // 64) * 8)
+        boundaries = list(range(step, sequence_length, step))
     return sorted({b for b in boundaries if b < sequence_length} | {sequence_length})
 
 
@@ -115,25 +122,33 @@ def plan_batches(
     seed: int,
     widths: list[int] | None,
     full: int,
+    group: int = 1,
 ) -> tuple[list[np.ndarray], list[int]]:
     """Example indices and padded width of every training step, all epochs.
 
     Without ``widths`` every batch is padded to the full sequence length. With them
     (ascending bucket boundaries, the last one the sequence length), each batch is
-    drawn from one length bucket and padded only to that bucket's width, and the
-    order of the batches is shuffled, all seeded by (seed, epoch).
+    padded only to the smallest width that holds its longest example. With
+    ``group`` > 1, each window of ``group`` batches of the shuffled order is sorted
+    by length before it is cut into batches, and the batches of the epoch are then
+    shuffled: batches stay samples of the whole data, but hold examples of similar
+    length. Everything is seeded by (seed, epoch), and an epoch has
+    ceil(n / batch_size) steps either way.
     """
     n = len(lengths)
     batches: list[np.ndarray] = []
     sizes: list[int] = []
-    # Bucket of each example: the first width that holds it (lengths never exceed
-    # the last width, the sequence length, since the packer truncates).
-    bucket = None
-    if widths:
-        bucket = np.minimum(np.searchsorted(widths, lengths), len(widths) - 1)
+    window = batch_size * group
     for epoch, order in enumerate(epoch_orders(n, epochs, seed)):
-        epoch_batches = _bucketed(order, lengths, batch_size, bucket)
-        if widths:
+        if widths and group > 1:
+            order = np.concatenate(
+                [
+                    chunk[np.argsort(lengths[chunk], kind="stable")]
+                    for chunk in np.split(order, range(window, n, window))
+                ]
+            )
+        epoch_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        if widths and group > 1:
             shuffle = np.random.default_rng([seed, epoch, 1]).permutation(
                 len(epoch_batches)
             )
@@ -142,33 +157,6 @@ def plan_batches(
             batches.append(batch)
             sizes.append(bucket_width(int(lengths[batch].max()), widths, full))
     return batches, sizes
-
-
-def _bucketed(
-    order: np.ndarray,
-    lengths: np.ndarray,
-    batch_size: int,
-    bucket: np.ndarray | None,
-) -> list[np.ndarray]:
-    """Splits one epoch's order into batches, each from one length bucket.
-
-    Inside a bucket the shuffled order is kept, so batches stay random samples of
-    their bucket. The incomplete tail of every bucket is pooled and batched by
-    length, which keeps the number of steps at ceil(n / batch_size), as without
-    buckets.
-    """
-    if bucket is None:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    batches, leftovers = [], []
-    for b in range(int(bucket.max()) + 1):
-        members = order[bucket[order] == b]
-        whole = len(members) - len(members) % batch_size
-        batches += [members[i : i + batch_size] for i in range(0, whole, batch_size)]
-        leftovers.append(members[whole:])
-    rest = np.concatenate(leftovers)
-    rest = rest[np.argsort(lengths[rest], kind="stable")]
-    batches += [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
-    return batches
 
 
 def bucket_width(length: int, widths: list[int] | None, full: int) -> int:
@@ -188,17 +176,20 @@ def make_train_dataset(
     start_step: int = 0,
     stop_step: int | None = None,
     widths: list[int] | None = None,
+    group: int = 1,
 ) -> tf.data.Dataset:
     """The stream of training batches for global steps [start_step, stop_step).
 
     Which examples form step ``s`` and how wide it is padded are fixed in advance by
     `plan_batches`, so starting at any step costs nothing: no earlier batch is
     produced and thrown away. Token tensors are [batch, width] with width one of
-    ``widths`` (or the full length).
+    ``widths`` (or the full length); ``group`` is `plan_batches`' length grouping.
     """
     lengths = tokens["padding_mask"].numpy().sum(axis=1)
     full = int(tokens["token_ids"].shape[1])
-    batches, sizes = plan_batches(lengths, batch_size, epochs, seed, widths, full)
+    batches, sizes = plan_batches(
+        lengths, batch_size, epochs, seed, widths, full, group
+    )
     stop = len(batches) if stop_step is None else stop_step
     return _gather_batches(tokens, labels, batches, sizes, start_step, stop)
 

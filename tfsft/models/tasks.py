@@ -24,6 +24,9 @@ def build_model(cfg: ModelConfig, num_outputs: int) -> keras.Model:
         preprocessor=None,
         activation=None,
         dropout=cfg.dropout,
+        # The global policy (set from runtime.precision) is passed explicitly, since
+        # keras-hub cannot resolve a mixed policy saved in a fine-tuned preset.
+        dtype=keras.config.dtype_policy(),
     )
     apply_freeze(model, cfg.freeze)
     return model

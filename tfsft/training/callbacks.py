@@ -13,7 +13,7 @@ import keras
 
 from tfsft.config import TrainConfig
 from tfsft.errors import TfsftError
-from tfsft.training.resume import StepBackup
+from tfsft.training.resume import StepBackup, global_step
 
 log = logging.getLogger("tfsft")
 
@@ -62,7 +62,7 @@ class StopOnNaN(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         if math.isfinite(loss):
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = global_step(self.model)
         raise TfsftError(
             f"train: the loss became {loss} at step {step}; training stopped and the "
             f"last good checkpoint and backup in {self.run_dir} were kept. Try a lower "

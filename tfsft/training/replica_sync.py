@@ -17,7 +17,6 @@ and would catch a Keras change here.
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 
@@ -43,8 +42,3 @@ class SyncedClipping:
         if _in_multi_replica_step() is not None:
             return list(grads_and_vars)  # summed in _clip_gradients already
         return super()._all_reduce_sum_gradients(grads_and_vars)
-
-
-@keras.saving.register_keras_serializable(package="tfsft")
-class AdamW(SyncedClipping, keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` whose clipping is correct under tf.distribute."""

@@ -41,6 +41,18 @@ def seed_states(model: keras.Model) -> list[Any]:
     return [v for v in model.variables if id(v) not in weights and "seed" in v.path]
 
 
+def global_step(model: keras.Model) -> int:
+    """Batches trained so far.
+
+    Keras' public ``iterations`` counts optimizer updates, which with gradient
+    accumulation is batches // N; the data position of a resumed run needs the
+    batch count, which the base optimizer keeps in ``_iterations``.
+    """
+    optimizer = model.optimizer
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+    return int(optimizer._iterations.numpy())
+
+
 def save_backup(model: keras.Model, folder: Path, step: int) -> None:
     """Writes weights, optimizer state, RNG and step; atomically replaces ``folder``."""
     tmp = folder.with_name(folder.name + ".tmp")
@@ -86,8 +98,10 @@ class StepBackup(keras.callbacks.Callback):
         self.folder, self.every_steps = folder, every_steps
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
+        self._saved = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._saved = global_step(self.model)
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,17 +118,19 @@ class StepBackup(keras.callbacks.Callback):
         self.signal_name = signal.Signals(signum).name
         log.warning("%s received: stopping after this step", self.signal_name)
 
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = self._step()
+        step = global_step(self.model)
         if self.signal_name:
             save_backup(self.model, self.folder, step)
             self.on_train_end()
             raise Interrupted(step, self.signal_name)
-        if self.every_steps and step % self.every_steps == 0:
+        # With steps_per_execution > 1 this runs every N steps, so a multiple of
+        # every_steps may be stepped over: back up whenever one was crossed.
+        every = self.every_steps
+        if every and step // every > self._saved // every:
             save_backup(self.model, self.folder, step)
+            self._saved = step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        save_backup(self.model, self.folder, self._step())
+        self._saved = global_step(self.model)
+        save_backup(self.model, self.folder, self._saved)

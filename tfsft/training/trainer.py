@@ -9,6 +9,7 @@ import math
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
         loss=make_loss(cfg.task),
         metrics=make_metrics(cfg.task),
         jit_compile=cfg.runtime.jit_compile,
+        steps_per_execution=cfg.runtime.steps_per_execution,
     )
 
 
@@ -90,7 +92,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     if replicas > 1:
         per_replica_batch(cfg.train.batch_size, replicas)  # fail before any work
     seed_everything(cfg.train.seed)
-    policy = set_precision(cfg.runtime.precision)
+    policy = set_precision(cfg.runtime.precision, strategy)  # auto: bf16 on TPU
     # Data problems surface before a run dir exists, so bad input leaves no debris.
     splits = load_splits(cfg)
     for _, examples in splits.items():
@@ -132,7 +134,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
     if chief:
-        write_status(run_dir, "completed", metrics=run.metrics)
+        write_status(run_dir, "completed", metrics=run.metrics, precision=policy)
     return run
 
 
@@ -152,7 +154,8 @@ def _fit(
     tokens = tokenize_all(splits.train, preprocessor)
     widths = config_widths(cfg)
     if widths and isinstance(strategy, tf.distribute.TPUStrategy):
-        log.warning("data.length_buckets ignored: a TPU needs one fixed batch shape")
+        # A TPU compiles one program per batch shape: pad every batch fully.
+        log.info("length buckets off on TPU: batches padded to the sequence length")
         widths = None
     val_ds, val_steps = None, None
     if splits.validation is not None:
@@ -174,10 +177,18 @@ def _fit(
         lengths = tokens["padding_mask"].numpy().sum(axis=1)
         full = int(tokens["token_ids"].shape[1])
         plan, plan_widths, steps_per_epoch = full_batch_plan(
-            lengths, tc.batch_size, tc.epochs, tc.seed, widths, full
+            lengths,
+            tc.batch_size,
+            tc.epochs,
+            tc.seed,
+            widths,
+            full,
+            cfg.data.length_grouping,
         )
     total_steps = steps_per_epoch * tc.epochs
-    with strategy.scope():
+    # RematScope must be active while the layers are first called (at build).
+    remat = keras.RematScope(mode="full") if cfg.runtime.remat else nullcontext()
+    with strategy.scope(), remat:
         model = build_model(cfg.model, labels.num_outputs)
         compile_model(model, cfg, total_steps)
         # Inside the scope: the optimizer's slots must be created by the strategy.
@@ -212,6 +223,7 @@ def _fit(
                 first,
                 last,
                 widths,
+                cfg.data.length_grouping,
             )
         return strategy.distribute_datasets_from_function(
             train_dataset_fn(
