@@ -359,6 +359,33 @@ def test_global_batch_must_divide_over_replicas():
     )
 
 
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["train.batch_size=9"], "train.batch_size: 9 is the global batch"),
+        (
+            ["train.gradient_accumulation_steps=2"],
+            "train.gradient_accumulation_steps: 2 replicas cannot accumulate",
+        ),
+        (
+            ["runtime.steps_per_execution=4"],
+            "runtime.steps_per_execution: must be 1 with strategy mirrored",
+        ),
+    ],
+)
+def test_multi_replica_limits_are_config_errors(tmp_path, overrides, expected):
+    cfg = load_config(
+        write(tmp_path / "c.yaml", BASE), ["train.batch_size=8", *overrides]
+    )
+    with pytest.raises(ConfigError, match=expected):
+        distribute.check_supported(cfg, _TwoReplicas())
+    distribute.check_supported(cfg, tf.distribute.get_strategy())  # one replica: ok
+
+
 # ---- the TPU code path, mocked at the connection boundary ----
 
 

@@ -31,7 +31,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfsft.config import RuntimeConfig
+from tfsft.config import ExperimentConfig, RuntimeConfig
+from tfsft.data.distributed import per_replica_batch
 from tfsft.errors import ConfigError, TfsftError
 
 log = logging.getLogger("tfsft")
@@ -256,3 +257,35 @@ def _rank1_logs(step: Any) -> Any:
         return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
 
     return step_with_rank1_logs
+
+
+def check_supported(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> None:
+    """Fails early, naming the key, on settings multi-replica training cannot run.
+
+    Raises:
+        ConfigError: an uneven global batch, or a Keras 3.15 limitation under
+            tf.distribute (gradient accumulation; several steps per execution on
+            MirroredStrategy and MultiWorkerMirroredStrategy).
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return
+    per_replica_batch(cfg.train.batch_size, replicas)
+    if cfg.train.gradient_accumulation_steps > 1:
+        # Keras accumulates in a tf.cond whose update branch synchronises replicas,
+        # which tf.distribute rejects ("merge_call called while defining a graph").
+        raise ConfigError(
+            f"train.gradient_accumulation_steps: {replicas} replicas cannot "
+            "accumulate gradients (a Keras 3.15 limitation under tf.distribute); "
+            "train.batch_size is the global batch over all replicas, so raise it "
+            "instead"
+        )
+    if cfg.runtime.steps_per_execution > 1 and not isinstance(
+        strategy, tf.distribute.TPUStrategy
+    ):
+        # Keras' multi-step while loop fails on tf.distribute iterators here
+        # ("You must feed a value for placeholder tensor"); TPUs are untested.
+        raise ConfigError(
+            "runtime.steps_per_execution: must be 1 with strategy mirrored or "
+            "multi_worker (a Keras 3.15 limitation with distributed datasets)"
+        )

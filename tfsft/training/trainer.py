@@ -21,7 +21,6 @@ from tfsft.config import ExperimentConfig
 from tfsft.data.distributed import (
     eval_dataset_fn,
     full_batch_plan,
-    per_replica_batch,
     train_dataset_fn,
 )
 from tfsft.data.labels import LabelSpec, build_label_spec, encode_labels
@@ -44,6 +43,7 @@ from tfsft.training.callbacks import (
 )
 from tfsft.training.distribute import (
     build_for_fit,
+    check_supported,
     is_chief,
     num_workers,
     worker_label,
@@ -88,9 +88,8 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     # The strategy comes first: multi-worker and TPU strategies configure the TF
     # runtime, which is only possible before it has run anything.
     strategy = make_strategy(cfg.runtime)
+    check_supported(cfg, strategy)  # fail before any work
     replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
-        per_replica_batch(cfg.train.batch_size, replicas)  # fail before any work
     seed_everything(cfg.train.seed)
     policy = set_precision(cfg.runtime.precision, strategy)  # auto: bf16 on TPU
     # Data problems surface before a run dir exists, so bad input leaves no debris.
