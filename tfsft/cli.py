@@ -102,16 +102,51 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @app.command()
 @_handle_errors
-def train(config: ConfigArg, set_: SetOpt = None) -> None:
+def train(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    worker_index: Annotated[
+        int | None,
+        typer.Option(
+            help="Multi-worker: this process's index in runtime.workers (0 is the "
+            "chief); sets TF_CONFIG.",
+        ),
+    ] = None,
+) -> None:
     """Fine-tune as CONFIG says; prints the run dir. Re-run to resume."""
     cfg = load_config(config, set_ or [])
+    if worker_index is not None:
+        _set_tf_config(cfg.runtime, worker_index)
     from tfsft.training.trainer import train as run_training
 
     # Keras prints its progress bar on stdout; stdout is reserved for the result.
     with contextlib.redirect_stdout(sys.stderr):
         run = run_training(cfg)
+    if not run.dir.is_dir():  # a non-chief worker: its temp run dir is gone
+        err.print("worker finished; the chief (worker 0) wrote the run dir")
+        return
     _print_metrics(run.metrics, f"{cfg.name}: validation metrics")
     typer.echo(str(run.dir))
+
+
+def _set_tf_config(runtime: Any, index: int) -> None:
+    """TF_CONFIG for ``--worker-index``: from runtime.workers, or the existing one."""
+    from tfsft.training.distribute import tf_config_for, with_worker_index
+
+    if runtime.strategy not in ("auto", "multi_worker"):
+        raise TfsftError(
+            f"--worker-index: runtime.strategy is {runtime.strategy}; it applies to "
+            "multi_worker (or auto)"
+        )
+    if runtime.workers:
+        os.environ["TF_CONFIG"] = tf_config_for(runtime.workers, index)
+    elif os.environ.get("TF_CONFIG"):
+        os.environ["TF_CONFIG"] = with_worker_index(os.environ["TF_CONFIG"], index)
+    else:
+        raise TfsftError(
+            "--worker-index: list the workers in runtime.workers: [host:port, ...] "
+            "(chief first), or set TF_CONFIG"
+        )
 
 
 @app.command()

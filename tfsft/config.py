@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tfsft.errors import ConfigError
 
 Task = Literal["classification", "multilabel", "regression"]
+# host:port of a multi-worker process, e.g. 10.0.0.2:12345 or [::1]:2222.
+_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
 
 
 class _Strict(BaseModel):
@@ -138,7 +148,17 @@ class TrainConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
-    strategy: Literal["auto", "one_device"] = "auto"
+    """Devices, distribution and numerics.
+
+    ``train.batch_size`` is the global batch: each of the strategy's N replicas gets
+    batch_size / N examples of every step (see `tfsft.training.distribute`).
+    """
+
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
+        default="auto",
+        description="auto: TPU if TPU_NAME/COLAB_TPU_ADDR say so, multi_worker if "
+        "TF_CONFIG names >1 worker, mirrored if >1 GPU, else one device.",
+    )
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     jit_compile: bool = Field(
         default=False,
@@ -150,6 +170,40 @@ class RuntimeConfig(_Strict):
         description="Batches run per call into the compiled step; more cuts Python "
         "overhead (useful on TPU), but callbacks then see every N-th step only.",
     )
+    tpu: str | None = Field(
+        default=None,
+        min_length=1,
+        description="TPU for strategy tpu: 'local' (Colab, TPU VMs), a TPU name or "
+        "grpc://host:port; default: $TPU_NAME / $COLAB_TPU_ADDR, else 'local'.",
+    )
+    workers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="host:port of every multi_worker process, chief first; "
+        "`tfsft train --worker-index N` builds TF_CONFIG from it.",
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _host_ports(cls, workers: list[str] | None) -> list[str] | None:
+        for address in workers or ():
+            if not re.fullmatch(_HOST_PORT, address):
+                raise ValueError(
+                    f"expected host:port such as 10.0.0.2:2222 (got {address!r})"
+                )
+        if workers and len(set(workers)) != len(workers):
+            raise ValueError("each host:port may appear only once")
+        return workers
+
+    @model_validator(mode="after")
+    def _keys_fit_strategy(self) -> RuntimeConfig:
+        if self.workers is not None and self.strategy not in ("auto", "multi_worker"):
+            raise ValueError(
+                f"workers is used by strategy multi_worker, not {self.strategy}"
+            )
+        if self.tpu is not None and self.strategy not in ("auto", "tpu"):
+            raise ValueError(f"tpu is used by strategy tpu, not {self.strategy}")
+        return self
 
 
 class EvaluateConfig(_Strict):
@@ -170,6 +224,19 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _tpu_shapes_are_static(self) -> ExperimentConfig:
+        # A TPU program is compiled for fixed shapes; buckets vary the batch width.
+        # The default "auto" is simply not applied on a TPU (see the trainer).
+        if self.runtime.strategy == "tpu" and isinstance(
+            self.data.length_buckets, list
+        ):
+            raise ValueError(
+                "runtime.strategy tpu pads every batch to model.sequence_length; "
+                "set data.length_buckets to auto (not applied on a TPU) or null"
+            )
+        return self
 
 
 _MODEL_NAMES = {m.__name__ for m in _Strict.__subclasses__()}

@@ -37,15 +37,18 @@ class Run:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def open_run_dir(cfg: ExperimentConfig) -> tuple[Path, bool]:
+def open_run_dir(cfg: ExperimentConfig, resume: bool = True) -> tuple[Path, bool]:
     """Returns (run dir, resumed): this config's unfinished run, or a new one.
+
+    With ``resume=False`` it is always a new one.
 
     Raises:
         TfsftError: when the output directory cannot be created.
     """
     parent = Path(cfg.train.output_dir) / cfg.name
     resolved = config_to_yaml(cfg)
-    for candidate in sorted(parent.glob("*/"), reverse=True):
+    candidates = sorted(parent.glob("*/"), reverse=True) if resume else []
+    for candidate in candidates:
         status = read_status(candidate)
         # A killed process leaves "running"; a crash (disk full, ...) "failed".
         if status.get("state") not in ("running", "interrupted", "failed"):

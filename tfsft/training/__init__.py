@@ -1,1 +1,1 @@
-"""Training stage: strategy and precision, optimiser, callbacks, the fit() driver."""
+"""Training stage: strategies (distribute), precision, optimiser, callbacks, fit()."""

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from tfsft.config import TrainConfig
+from tfsft.training.replica_sync import SyncedClipping
 
 # Biases and LayerNorm scales/offsets are not decayed: decaying them only hurts
 # (Loshchilov & Hutter; the BERT reference implementation does the same).
@@ -51,8 +52,11 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="tfsft")
-class FusedAdamW(keras.optimizers.AdamW):
+class FusedAdamW(SyncedClipping, keras.optimizers.AdamW):
     """Keras AdamW whose Adam update is TF's fused ``ResourceApplyAdam`` kernel.
+
+    `SyncedClipping` makes ``global_clipnorm`` clip the gradient summed over
+    replicas, as one device would (see `tfsft.training.replica_sync`).
 
     Keras' generic update is about ten element-wise ops per variable, each a full
     pass over weights, moments and gradient. For MiniLM on 2 CPU cores that costs

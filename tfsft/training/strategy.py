@@ -6,15 +6,17 @@ import keras
 import tensorflow as tf
 
 from tfsft.config import RuntimeConfig
+from tfsft.training import distribute
 
 
 def make_strategy(cfg: RuntimeConfig) -> tf.distribute.Strategy:
     """The distribution strategy whose scope the model is built in.
 
-    ``auto`` and ``one_device`` use TF's default strategy (all local CPU cores or the
-    first GPU); the multi-device strategies come with their own config values.
+    ``one_device`` is TF's default strategy (all local CPU cores or the first GPU);
+    ``auto``, ``mirrored``, ``multi_worker`` and ``tpu`` are described in
+    `tfsft.training.distribute`. Create it before any other TensorFlow work.
     """
-    return tf.distribute.get_strategy()
+    return distribute.make_strategy(cfg)
 
 
 def set_precision(

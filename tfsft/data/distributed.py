@@ -1,0 +1,169 @@
+"""Input pipelines for strategies with more than one replica.
+
+``train.batch_size`` B is the *global* batch. With N replicas in sync, every step's B
+examples are split into N contiguous slices of B / N, one per replica. Keras averages
+the loss over each replica's slice and divides it by N, and the optimizer sums the
+replicas' gradients, so the update is the gradient of the mean loss over all B
+examples: the same step a single device takes on the whole batch.
+
+The datasets are built with `strategy.distribute_datasets_from_function`: each input
+pipeline (one per worker, or per TPU host) gathers, for every planned step, the
+slices of the replicas it feeds, so step s holds exactly the examples of step s of a
+single-device run. tf.data's auto-sharding is not used: on a dataset of whole batches
+it would give each worker every other *global* batch, which changes what a step is.
+
+A single-device run keeps the last, incomplete batch of an epoch. It cannot be split
+into N equal slices, so with N > 1 it is dropped and an epoch has n // B steps
+(the other batches are those of the single-device plan, in the same order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfsft.data.pipeline import bucket_width, plan_batches
+from tfsft.errors import ConfigError, DataError
+
+
+def per_replica_batch(batch_size: int, replicas: int) -> int:
+    """``batch_size / replicas``, or a `ConfigError` when it does not divide evenly."""
+    if batch_size % replicas:
+        lower = batch_size - batch_size % replicas
+        raise ConfigError(
+            f"train.batch_size: {batch_size} is the global batch and must divide "
+            f"evenly over the {replicas} replicas in sync; use a multiple of "
+            f"{replicas} such as {lower or replicas} or {lower + replicas}"
+        )
+    return batch_size // replicas
+
+
+def full_batch_plan(
+    lengths: np.ndarray,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    widths: list[int] | None,
+    full: int,
+    group: int = 1,
+) -> tuple[list[np.ndarray], list[int], int]:
+    """`plan_batches` without incomplete batches: (batches, widths, steps per epoch).
+
+    Every epoch keeps the same number of steps (the fewest full batches any epoch
+    has; n // B with `plan_batches`' plans), so that Keras can be told one
+    ``steps_per_epoch`` and a global step still fixes the data position.
+    """
+    batches, sizes = plan_batches(
+        lengths, batch_size, epochs, seed, widths, full, group
+    )
+    n = len(lengths)
+    kept: list[list[int]] = [[] for _ in range(epochs)]
+    seen = 0  # examples planned so far; each epoch of the plan covers all n once
+    for i, batch in enumerate(batches):
+        if len(batch) == batch_size:
+            kept[min(seen // n, epochs - 1)].append(i)
+        seen += len(batch)
+    steps = min(len(k) for k in kept)
+    if steps == 0:
+        raise DataError(
+            f"train.batch_size: {batch_size} is more than the {n} training examples; "
+            "with more than one replica only full batches are trained on"
+        )
+    keep = [i for k in kept for i in k[:steps]]
+    return [batches[i] for i in keep], [sizes[i] for i in keep], steps
+
+
+def train_dataset_fn(
+    tokens: dict[str, tf.Tensor],
+    labels: np.ndarray,
+    batches: list[np.ndarray],
+    sizes: list[int] | None,
+    replicas: int,
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """The per-pipeline dataset function for planned global ``batches``.
+
+    Each pipeline yields, step by step, one [B / N, width] slice for each replica it
+    feeds. With ``sizes`` None every batch keeps the full sequence length and all
+    shapes are static (what a TPU needs).
+    """
+    per_replica = per_replica_batch(len(batches[0]), replicas) if batches else 0
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        slices, widths = [], []
+        for step, batch in enumerate(batches):
+            for r in range(first, first + local):
+                slices.append(batch[r * per_replica : (r + 1) * per_replica])
+                widths.append(sizes[step] if sizes else 0)
+        return gather_slices(tokens, labels, slices, widths if sizes else None)
+
+    return dataset_fn
+
+
+def eval_dataset_fn(
+    tokens: dict[str, tf.Tensor],
+    labels: np.ndarray | None,
+    batch_size: int,
+    widths: list[int] | None,
+    replicas: int,
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """The per-pipeline dataset function for evaluation.
+
+    Batches are sorted by length as in `make_eval_dataset`; each is split into
+    ``replicas`` near-equal slices (a short last batch gives some replicas fewer
+    rows, or none). Keras weights every replica's metrics by its row count, so the
+    epoch's metrics are those of the whole set.
+    """
+    lengths = tokens["padding_mask"].numpy().sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    full = int(tokens["token_ids"].shape[1])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        slices, slice_widths = [], []
+        for batch in batches:
+            width = bucket_width(int(lengths[batch].max()), widths, full)
+            parts = np.array_split(batch, replicas)
+            slices += parts[first : first + local]
+            slice_widths += [width] * local
+        return gather_slices(tokens, labels, slices, slice_widths if widths else None)
+
+    return dataset_fn
+
+
+def gather_slices(
+    tokens: dict[str, tf.Tensor],
+    labels: np.ndarray | None,
+    slices: list[np.ndarray],
+    widths: list[int] | None,
+) -> tf.data.Dataset:
+    """A dataset of the rows in ``slices``, each cut to its width (or kept whole).
+
+    Slices of one size use a dense [steps, rows] index, so the batch dimension is
+    static; without ``widths`` the length dimension is too.
+    """
+    sizes = {len(s) for s in slices}
+    if len(sizes) == 1:
+        index = tf.constant(np.stack(slices).astype(np.int64))  # [elements, rows]
+    else:
+        index = tf.RaggedTensor.from_row_lengths(  # [elements, (rows)]
+            np.concatenate(slices).astype(np.int64), [len(s) for s in slices]
+        )
+    cut = None if widths is None else tf.constant(widths, tf.int32)
+    targets = None if labels is None else tf.constant(labels)
+
+    def gather(i: tf.Tensor):
+        rows = index[i]
+        features = {k: tf.gather(v, rows) for k, v in tokens.items()}
+        if cut is not None:
+            features = {k: v[:, : cut[i]] for k, v in features.items()}
+        return features if targets is None else (features, tf.gather(targets, rows))
+
+    ds = tf.data.Dataset.range(len(slices))
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
