@@ -93,11 +93,14 @@ def ensure_hf_venv(
     found = check_venv(venv)
     seconds = time.perf_counter() - start
     if not found:
+        # PyPI's (CUDA) torch wheel fails here with e.g. "libcudnn.so.9: cannot open
+        # shared object file": its CUDA libraries come only with the nvidia-* wheels.
         return None, (
             f"hf venv: torch does not import and run on this CPU after installing "
             f"({seconds:.0f} s). PyPI's torch wheel needs the CUDA wheels this script "
-            "leaves out: put a torch==2.13.0+cpu wheel on pip's find-links, or pass "
-            f"--hf-venv PATH to a working venv; see {log_file}"
+            "leaves out: put a torch==2.13.0+cpu wheel on pip's find-links, install "
+            f"the full CUDA build yourself ({venv}/bin/pip install {TORCH}, several "
+            f"GB), or pass --hf-venv PATH to a working venv; see {log_file}"
         )
     return python_of(venv), f"installed {venv} in {seconds:.0f} s ({found})"
 

@@ -16,6 +16,7 @@ RUNNER_TITLES = {
     "keras_hub": "keras-hub `TextClassifier.fit`",
     "hf": "HF transformers `Trainer` (PyTorch)",
 }
+SHORT_NAMES = {"tfsft": "tfsft", "keras_hub": "keras-hub", "hf": "HF"}
 ISSUE_GOAL_MFU_BF16 = 0.40  # issue 5: >= 40 % of the bf16 matmul peak on fixed shapes
 
 
@@ -68,6 +69,10 @@ class Report:
     rows: list[RunnerRow]
     fixed: list[FixedRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # One dict per child process: process, wall_seconds, cpu_seconds, rss_bytes,
+    # load_before, load_after (see bench_runners.Child).
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    cores: int = 0
 
 
 def fmt(value: float | None, spec: str = ",.1f", suffix: str = "") -> str:
@@ -86,17 +91,15 @@ def fmt_pct(x: float | None) -> str:
 
 def compare(a: RunnerRow, b: RunnerRow) -> str:
     """One sentence comparing runner ``a`` with ``b``: time ratio, accuracy delta."""
+    name_a, name_b = (SHORT_NAMES.get(r.name, r.name) for r in (a, b))
     if a.status != "ok" or b.status != "ok" or not a.train_seconds:
-        return f"{a.name} vs {b.name}: not available (one of them did not run)"
+        return f"{name_a} vs {name_b}: not available ({name_b} did not run)"
     ratio = a.train_seconds / (b.train_seconds or math.nan)
-    faster = (
-        f"{a.name} {1 / ratio:.2f}x as fast"
-        if ratio <= 1
-        else f"{a.name} {ratio:.2f}x as slow"
-    )
+    speed = 1 / ratio if ratio <= 1 else ratio
+    faster = f"{name_a} {speed:.2f}x as {'fast' if ratio <= 1 else 'slow'}"
     delta = 100 * ((a.accuracy or 0) - (b.accuracy or 0))
     return (
-        f"{a.name} vs {b.name}: train time ratio {ratio:.2f} ({faster}); "
+        f"{name_a} vs {name_b}: train time ratio {ratio:.2f} ({faster}); "
         f"dev accuracy {a.accuracy:.3f} vs {b.accuracy:.3f} "
         f"(delta {delta:+.1f} points)"
     )
@@ -140,6 +143,22 @@ def fixed_table(rows: list[FixedRow]) -> list[str]:
             f"| {per_step:.3f} | {tokens:,.0f} | {r.flops / r.seconds / 1e9:,.1f} "
             f"| {fmt_pct(r.mfu_bf16)} | {fmt_pct(r.mfu_fp32)} "
             f"| {fmt_bytes(r.rss_bytes)} |"
+        )
+    return lines
+
+
+def process_table(processes: list[dict[str, Any]], cores: int) -> list[str]:
+    lines = [
+        "| process | wall s | CPU s | cores busy (CPU s / wall s) "
+        "| 1-min load average before -> after | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in processes:
+        busy = p["cpu_seconds"] / max(p["wall_seconds"], 1e-9)
+        lines.append(
+            f"| {p['process']} | {p['wall_seconds']:,.1f} | {p['cpu_seconds']:,.1f} "
+            f"| {busy:.2f} of {cores} | {p['load_before']:.2f} -> "
+            f"{p['load_after']:.2f} | {fmt_bytes(p['rss_bytes'])} |"
         )
     return lines
 
@@ -258,6 +277,17 @@ def render(report: Report) -> str:
             *fixed_table(report.fixed),
             "",
             goal_sentence(report.fixed),
+            "",
+        ]
+    if report.processes:
+        out += [
+            "## Processes (how much of the machine each runner got)",
+            "",
+            "Whole process lifetimes (imports, model loading and tokenization "
+            "included). A load average above the core count while a runner ran "
+            "means other jobs shared the CPUs, and its times are inflated.",
+            "",
+            *process_table(report.processes, report.cores),
             "",
         ]
     out += ["## How the figures are computed", "", *[f"- {n}" for n in report.notes]]

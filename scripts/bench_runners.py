@@ -57,19 +57,33 @@ def child_env(with_tfsft: bool) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Child:
+    """How one runner process went: its exit code and what it used."""
+
+    code: int
+    rss_bytes: int
+    wall_seconds: float
+    cpu_seconds: float
+    load_before: float  # 1-minute load average when it started
+    load_after: float
+
+
 def run_child(
     command: list[str], log: Path, env: dict[str, str], stdout: Path | None = None
-) -> tuple[int, int]:
-    """Runs one runner process to the end; returns (exit code, peak RSS in bytes).
+) -> Child:
+    """Runs one runner process to the end.
 
     os.wait4 gives the rusage of this one child (ru_maxrss in KiB on Linux), unlike
-    RUSAGE_CHILDREN, which is the maximum over every child reaped so far.
+    RUSAGE_CHILDREN, which is the maximum over every child reaped so far. CPU time
+    over wall time shows how many cores the child really got on a shared machine.
     """
     with contextlib.ExitStack() as stack:
         err = stack.enter_context(log.open("w", encoding="utf-8"))
         out = stack.enter_context(stdout.open("w", encoding="utf-8")) if stdout else err
         err.write(f"$ {shlex.join(command)}\n")
         err.flush()
+        load_before, start = os.getloadavg()[0], time.perf_counter()
         proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -78,7 +92,14 @@ def run_child(
             proc.wait()
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024
+    return Child(
+        code=proc.returncode,
+        rss_bytes=usage.ru_maxrss * 1024,
+        wall_seconds=time.perf_counter() - start,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+    )
 
 
 def tail(log: Path, lines: int = 3) -> str:
@@ -105,6 +126,16 @@ class Bench:
         self.hf_python: Path | None = None
         self.hf_message = ""
         self.tfsft_command = "(tfsft runner not selected)"
+        self.children: dict[str, Child] = {}
+
+    def spawn(
+        self, tag: str, command: list[str], env: dict[str, str], stdout: Path | None
+    ) -> tuple[int, int, Path]:
+        """Runs a child with its log in the logs dir; returns (code, RSS, log)."""
+        log = self.logs / f"{tag}.log"
+        child = run_child(command, log, env, stdout)
+        self.children[tag] = child
+        return child.code, child.rss_bytes, log
 
     def tf_child(
         self, mode: str, tag: str | None = None, extra: dict[str, Any] | None = None
@@ -119,7 +150,7 @@ class Bench:
         if extra:
             spec = self.tmp / f"spec-{tag}.json"
             write_spec(spec, {**self.plan.spec, **extra})
-        out, log = self.tmp / f"{tag}.json", self.logs / f"{tag}.log"
+        out = self.tmp / f"{tag}.json"
         command = [
             sys.executable,
             str(SCRIPTS / "bench_tf.py"),
@@ -127,7 +158,7 @@ class Bench:
             str(spec),
             str(out),
         ]
-        code, rss = run_child(command, log, child_env(True))
+        code, rss, log = self.spawn(tag, command, child_env(True), None)
         return (read_json(out) if code == 0 else None), rss, log
 
     def measure_peaks(self) -> None:
@@ -175,9 +206,9 @@ class Bench:
             command += ["--set", item]
         self.tfsft_command = shlex.join(command)
         say(f"tfsft: {self.tfsft_command}")
-        log, stdout = self.logs / "tfsft.log", self.logs / "tfsft.stdout"
+        stdout = self.logs / "tfsft.stdout"
         argv = [sys.executable, "-m", "tfsft", *command[1:]]
-        code, rss = run_child(argv, log, child_env(True), stdout=stdout)
+        code, rss, log = self.spawn("tfsft", argv, child_env(True), stdout)
         if code != 0:
             return RunnerRow("tfsft", "failed", f"exit {code}: {tail(log)}")
         run_dir = Path(stdout.read_text().strip().splitlines()[-1])
@@ -217,14 +248,14 @@ class Bench:
         if self.hf_python is None:
             return RunnerRow("hf", "skipped", self.hf_message)
         say("HF transformers Trainer")
-        out, log = self.tmp / "hf.json", self.logs / "hf.log"
+        out = self.tmp / "hf.json"
         command = [
             str(self.hf_python),
             str(SCRIPTS / "bench_hf.py"),
             str(self.spec_file),
             str(out),
         ]
-        code, rss = run_child(command, log, child_env(False))
+        code, rss, log = self.spawn("hf", command, child_env(False), None)
         if code != 0:
             return RunnerRow("hf", "failed", f"exit {code}: {tail(log)}")
         result = read_json(out)

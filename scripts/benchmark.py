@@ -20,6 +20,7 @@ progress to stderr. A benchmark, not a test: it asserts no times.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import os
@@ -245,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         rows=rows,
         fixed=fixed,
         notes=method_notes(plan.dims) + bench.notes,
+        processes=[
+            {"process": tag, **dataclasses.asdict(child)}
+            for tag, child in bench.children.items()
+        ],
+        cores=len(os.sched_getaffinity(0)),
     )
     text = render(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -130,6 +130,18 @@ def _report(report: ModuleType, **changes) -> object:
         "rows": rows,
         "fixed": fixed,
         "notes": ["a note"],
+        "processes": [
+            {
+                "process": "tfsft",
+                "code": 0,
+                "rss_bytes": 2**30,
+                "wall_seconds": 100.0,
+                "cpu_seconds": 150.0,
+                "load_before": 1.0,
+                "load_after": 2.5,
+            }
+        ],
+        "cores": 2,
     }
     return report.Report(**(values | changes))
 
@@ -141,13 +153,14 @@ def test_render_tables_ratios_and_goal(report):
     assert "| 20.0 | 10.0 % (fp32) | 2.00 GiB | 0.840 |" in text
     assert "skipped: torch does not import" in text
     assert (
-        "tfsft vs keras_hub: train time ratio 0.50 (tfsft 2.00x as fast); "
+        "tfsft vs keras-hub: train time ratio 0.50 (tfsft 2.00x as fast); "
         "dev accuracy 0.840 vs 0.830 (delta +1.0 points)"
     ) in text
-    assert "tfsft vs hf: not available" in text
+    assert "tfsft vs HF: not available (HF did not run)" in text
     assert "| float32 | 200.0 | 190.0 |" in text
     assert "| tfsft default | float32 | 32 x 128 | 10 | 2.000 | 2,048 | 200.0 " in text
     assert "reaches 30.0 % of the bf16 peak, which does not meet it." in text
+    assert "| tfsft | 100.0 | 150.0 | 1.50 of 2 | 1.00 -> 2.50 | 1.00 GiB |" in text
     assert "- a note\n" in text
     # Every table row has as many cells as its header.
     for block in text.split("\n\n"):
