@@ -163,6 +163,28 @@ def process_table(processes: list[dict[str, Any]], cores: int) -> list[str]:
     return lines
 
 
+def contention_warning(processes: list[dict[str, Any]], cores: int) -> str | None:
+    """A warning when other jobs clearly shared the CPUs during the run, else None.
+
+    A runner busy on every core adds about ``cores`` to the load average by itself;
+    a load above ``cores + 1`` means at least one more busy thread from elsewhere.
+    """
+    if not processes or not cores:
+        return None
+    peak_load = max(max(p["load_before"], p["load_after"]) for p in processes)
+    if peak_load <= cores + 1:
+        return None
+    busy = [p["cpu_seconds"] / max(p["wall_seconds"], 1e-9) for p in processes]
+    return (
+        f"**This run shared the machine with other jobs**: the 1-minute load "
+        f"average reached {peak_load:.1f} on {cores} cores (this benchmark alone "
+        f"accounts for about {cores}), and the runner processes kept only "
+        f"{min(busy):.2f}-{max(busy):.2f} of {cores} cores busy on average. Times "
+        "are inflated, the matmul peaks deflated, and the ratios between runners "
+        "may differ on an idle machine."
+    )
+
+
 def goal_sentence(rows: list[FixedRow]) -> str:
     default = next((r for r in rows if r.status == "ok"), None)
     if default is None:
@@ -225,6 +247,11 @@ def render(report: Report) -> str:
         "the command below (`python scripts/benchmark.py --help` lists the flags); "
         "the script overwrites this file.",
         "",
+        *(
+            [warning, ""]
+            if (warning := contention_warning(report.processes, report.cores))
+            else []
+        ),
         "## Machine and versions",
         "",
         *[f"- {k}: {v}" for k, v in report.machine.items()],

@@ -253,3 +253,12 @@ def test_plan_uses_tfsfts_rows_and_steps(monkeypatch, tmp_path):
     assert plan.spec["train"]["texts"] == expected.texts
     assert plan.spec["total_steps"] == 7 and plan.spec["warmup_steps"] == 1
     assert plan.spec["epochs"] == 1 and plan.padding == "fixed 128"
+
+
+def test_contention_warning_only_when_others_load_the_machine(report):
+    quiet = {"load_before": 1.9, "load_after": 2.4, "cpu_seconds": 90.0}
+    busy = {"load_before": 5.0, "load_after": 6.5, "cpu_seconds": 50.0}
+    assert report.contention_warning([quiet | {"wall_seconds": 100.0}], 2) is None
+    warning = report.contention_warning([busy | {"wall_seconds": 100.0}], 2)
+    assert "load average reached 6.5 on 2 cores" in warning
+    assert "0.50-0.50 of 2 cores busy" in warning
