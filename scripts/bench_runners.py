@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -213,12 +214,16 @@ class Bench:
             return RunnerRow("tfsft", "failed", f"exit {code}: {tail(log)}")
         run_dir = Path(stdout.read_text().strip().splitlines()[-1])
         metrics = read_json(run_dir / "metrics.json")
-        if metrics.get("train_examples_per_second"):
-            self.notes.append(
-                f"tfsft's own metrics.json: train_seconds {metrics['train_seconds']}, "
-                f"train_examples_per_second {metrics['train_examples_per_second']} "
-                f"(run dir {run_dir})."
-            )
+        shutil.copy(run_dir / "metrics.json", self.logs / "tfsft-metrics.json")
+        kept = f"run dir {run_dir}"
+        if not self.args.keep_runs:  # a run dir holds ~200 MB of weights
+            shutil.rmtree(self.tfsft_runs, ignore_errors=True)  # this invocation's only
+            kept = f"copied to {self.logs / 'tfsft-metrics.json'}"
+        self.notes.append(
+            f"tfsft's own metrics.json: train_seconds {metrics['train_seconds']}, "
+            f"train_examples_per_second {metrics['train_examples_per_second']} "
+            f"({kept})."
+        )
         result = {
             "train_seconds": metrics["train_seconds"],
             "accuracy": metrics["accuracy"],

@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="venv with torch + transformers; created here when missing",
     )
+    parser.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep the tfsft run dir (default: keep only its metrics.json)",
+    )
     parser.add_argument("--fixed-steps", type=int, default=20, help="timed steps")
     parser.add_argument(
         "--fixed-precisions",
