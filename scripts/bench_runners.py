@@ -1,0 +1,311 @@
+"""Running each benchmark runner in its own process and turning results into rows.
+
+Used by benchmark.py. Children are started one after another, never concurrently,
+and each one's peak RSS comes from os.wait4 on that child alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_common import EncoderDims, TokenStats, mfu, read_json, training_flops
+from bench_common import write_json as write_spec
+from bench_hf_venv import ensure_hf_venv
+from bench_report import FixedRow, RunnerRow
+
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+PEAK_KEYS = {"bf16": "bfloat16", "fp32": "float32"}
+# The issue's fixed-shapes micro-benchmark: batch 32 x 128 tokens, timed after
+# 3 warm-up steps (tracing, oneDNN kernel selection).
+FIXED_BATCH, FIXED_SEQ, FIXED_WARMUP = 32, 128, 3
+
+
+def say(message: str) -> None:
+    print(f"[benchmark] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Plan:
+    """Everything the runners share, resolved once in this (TensorFlow-free) process."""
+
+    overrides: list[str]
+    spec: dict[str, Any]
+    dims: EncoderDims
+    hyper: dict[str, Any]
+    padding: str
+
+
+def child_env(with_tfsft: bool) -> dict[str, str]:
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if with_tfsft:  # the tfsft this script imported (this checkout), not another
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+        )
+    else:  # the HF venv must not see the tfsft venv's packages
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+@dataclass
+class Child:
+    """How one runner process went: its exit code and what it used."""
+
+    code: int
+    rss_bytes: int
+    wall_seconds: float
+    cpu_seconds: float
+    load_before: float  # 1-minute load average when it started
+    load_after: float
+
+
+def run_child(
+    command: list[str], log: Path, env: dict[str, str], stdout: Path | None = None
+) -> Child:
+    """Runs one runner process to the end.
+
+    os.wait4 gives the rusage of this one child (ru_maxrss in KiB on Linux), unlike
+    RUSAGE_CHILDREN, which is the maximum over every child reaped so far. CPU time
+    over wall time shows how many cores the child really got on a shared machine.
+    """
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(log.open("w", encoding="utf-8"))
+        out = stack.enter_context(stdout.open("w", encoding="utf-8")) if stdout else err
+        err.write(f"$ {shlex.join(command)}\n")
+        err.flush()
+        load_before, start = os.getloadavg()[0], time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: stop our child before leaving
+            proc.terminate()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return Child(
+        code=proc.returncode,
+        rss_bytes=usage.ru_maxrss * 1024,
+        wall_seconds=time.perf_counter() - start,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+    )
+
+
+def tail(log: Path, lines: int = 3) -> str:
+    text = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return " / ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+class Bench:
+    """Runs the children in order and turns their results into report rows."""
+
+    def __init__(self, args: argparse.Namespace, plan: Plan, tmp: Path) -> None:
+        self.args, self.plan, self.tmp = args, plan, tmp
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.logs = Path(".bench") / "logs" / stamp
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.tfsft_runs = Path(".bench") / "tfsft-runs" / stamp
+        self.spec_file = tmp / "spec.json"
+        write_spec(self.spec_file, plan.spec)
+        self.peaks: dict[str, dict[str, float]] = {}
+        self.tfsft_precision = "float32"
+        self.train_lengths: list[int] = []
+        self.versions: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.hf_python: Path | None = None
+        self.hf_message = ""
+        self.tfsft_command = "(tfsft runner not selected)"
+        self.children: dict[str, Child] = {}
+
+    def spawn(
+        self, tag: str, command: list[str], env: dict[str, str], stdout: Path | None
+    ) -> tuple[int, int, Path]:
+        """Runs a child with its log in the logs dir; returns (code, RSS, log)."""
+        log = self.logs / f"{tag}.log"
+        child = run_child(command, log, env, stdout)
+        self.children[tag] = child
+        return child.code, child.rss_bytes, log
+
+    def tf_child(
+        self, mode: str, tag: str | None = None, extra: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any] | None, int, Path]:
+        """Runs `bench_tf.py MODE`; returns (result or None, peak RSS, log path).
+
+        ``tag`` names the log and result files (several fixed-shapes runs), and
+        ``extra`` adds keys to that run's spec.
+        """
+        tag = tag or mode
+        spec = self.spec_file
+        if extra:
+            spec = self.tmp / f"spec-{tag}.json"
+            write_spec(spec, {**self.plan.spec, **extra})
+        out = self.tmp / f"{tag}.json"
+        command = [
+            sys.executable,
+            str(SCRIPTS / "bench_tf.py"),
+            mode,
+            str(spec),
+            str(out),
+        ]
+        code, rss, log = self.spawn(tag, command, child_env(True), None)
+        return (read_json(out) if code == 0 else None), rss, log
+
+    def measure_peaks(self) -> None:
+        say("matmul peaks (fp32, bf16) and token lengths")
+        result, _, log = self.tf_child("peaks")
+        if result is None:
+            say(f"peaks failed: {tail(log)}")
+            self.peaks = {
+                k: {"flops_per_second": math.nan, "median": math.nan}
+                for k in PEAK_KEYS.values()
+            }
+            return
+        self.peaks = result["peaks"]
+        self.tfsft_precision = result["tfsft_precision"]
+        self.train_lengths = result["train_lengths"]
+        for name, p in self.peaks.items():
+            say(f"  {name} peak {p['flops_per_second'] / 1e9:,.1f} GFLOP/s")
+
+    def row(
+        self, name: str, result: dict[str, Any], rss: int, padding: str
+    ) -> RunnerRow:
+        spec, precision = self.plan.spec, result["precision"]
+        seconds = result["train_seconds"]
+        stats = TokenStats.from_lengths(result["train_lengths"], spec["epochs"])
+        flops = training_flops(self.plan.dims, stats, spec["num_classes"])
+        peak_name = "bf16" if "bfloat16" in precision else "fp32"
+        peak = self.peaks[PEAK_KEYS[peak_name]]["flops_per_second"]
+        return RunnerRow(
+            name=name,
+            precision=precision,
+            padding=padding,
+            train_seconds=seconds,
+            examples_per_second=stats.sequences / seconds,
+            tokens_per_second=stats.tokens / seconds,
+            flops_per_second=flops / seconds,
+            mfu=mfu(flops, seconds, peak),
+            peak_name=peak_name,
+            rss_bytes=rss,
+            accuracy=result["accuracy"],
+        )
+
+    def run_tfsft(self) -> RunnerRow:
+        command = ["tfsft", "train", self.args.config]
+        for item in [*self.plan.overrides, f"train.output_dir={self.tfsft_runs}"]:
+            command += ["--set", item]
+        self.tfsft_command = shlex.join(command)
+        say(f"tfsft: {self.tfsft_command}")
+        stdout = self.logs / "tfsft.stdout"
+        argv = [sys.executable, "-m", "tfsft", *command[1:]]
+        code, rss, log = self.spawn("tfsft", argv, child_env(True), stdout)
+        if code != 0:
+            return RunnerRow("tfsft", "failed", f"exit {code}: {tail(log)}")
+        run_dir = Path(stdout.read_text().strip().splitlines()[-1])
+        metrics = read_json(run_dir / "metrics.json")
+        shutil.copy(run_dir / "metrics.json", self.logs / "tfsft-metrics.json")
+        kept = f"run dir {run_dir}"
+        if not self.args.keep_runs:  # a run dir holds ~200 MB of weights
+            shutil.rmtree(self.tfsft_runs, ignore_errors=True)  # this invocation's only
+            kept = f"copied to {self.logs / 'tfsft-metrics.json'}"
+        self.notes.append(
+            f"tfsft's own metrics.json: train_seconds {metrics['train_seconds']}, "
+            f"train_examples_per_second {metrics['train_examples_per_second']} "
+            f"({kept})."
+        )
+        result = {
+            "train_seconds": metrics["train_seconds"],
+            "accuracy": metrics["accuracy"],
+            "train_lengths": self.train_lengths,
+            "precision": self.tfsft_precision,
+        }
+        return self.row("tfsft", result, rss, self.plan.padding)
+
+    def run_keras_hub(self) -> RunnerRow:
+        say("keras-hub TextClassifier.fit")
+        result, rss, log = self.tf_child("keras_hub")
+        if result is None:
+            return RunnerRow("keras_hub", "failed", tail(log))
+        padding = f"fixed {self.plan.spec['sequence_length']}"
+        return self.row("keras_hub", result, rss, padding)
+
+    def prepare_hf(self) -> None:
+        """Creates or checks the HF venv (pip is CPU-heavy: before any timing)."""
+        venv = self.args.hf_venv
+        say(f"HF venv {venv}")
+        self.hf_python, message = ensure_hf_venv(venv, self.logs / "hf-venv.log", say)
+        self.hf_message = f"HF venv: {message}"
+        self.notes.append(self.hf_message + ".")
+        say(message)
+
+    def run_hf(self) -> RunnerRow:
+        if self.hf_python is None:
+            return RunnerRow("hf", "skipped", self.hf_message)
+        say("HF transformers Trainer")
+        out = self.tmp / "hf.json"
+        command = [
+            str(self.hf_python),
+            str(SCRIPTS / "bench_hf.py"),
+            str(self.spec_file),
+            str(out),
+        ]
+        code, rss, log = self.spawn("hf", command, child_env(False), None)
+        if code != 0:
+            return RunnerRow("hf", "failed", f"exit {code}: {tail(log)}")
+        result = read_json(out)
+        self.versions |= result["versions"]
+        self.notes.append(f"HF: torch.set_num_threads({result['threads']}).")
+        if self.train_lengths:
+            # Both tokenizers come from the same vocab.txt; say so if they disagree.
+            hf_tokens, tf_tokens = sum(result["train_lengths"]), sum(self.train_lengths)
+            self.notes.append(
+                f"Real training tokens per epoch: {tf_tokens:,} with the keras-hub "
+                f"tokenizer (tfsft, keras-hub), {hf_tokens:,} with the HF tokenizer."
+            )
+        return self.row("hf", result, rss, "dynamic (per batch)")
+
+    def run_fixed(self, precision: str) -> FixedRow:
+        label = "tfsft default" if precision == "default" else f"tfsft {precision}"
+        fixed = {
+            "batch": FIXED_BATCH,
+            "seq": FIXED_SEQ,
+            "warmup": FIXED_WARMUP,
+            "steps": self.args.fixed_steps,
+            "precision": None if precision == "default" else precision,
+        }
+        shape = f"{FIXED_BATCH} x {FIXED_SEQ}"
+        say(f"fixed shapes: {label}, {shape}, {fixed['steps']} timed steps")
+        result, rss, log = self.tf_child(
+            "fixed_shapes", f"fixed-{precision}", {"fixed": fixed}
+        )
+        if result is None:
+            return FixedRow(
+                label, precision, FIXED_BATCH, FIXED_SEQ, "failed", tail(log)
+            )
+        stats = TokenStats.fixed(result["batch"], result["seq"], result["steps"])
+        flops = training_flops(self.plan.dims, stats, self.plan.spec["num_classes"])
+        seconds = result["seconds"]
+        return FixedRow(
+            label=label,
+            precision=result["precision"]
+            + (", jit_compile" if result["jit_compile"] else ""),
+            batch=result["batch"],
+            seq=result["seq"],
+            steps=result["steps"],
+            seconds=seconds,
+            flops=flops,
+            rss_bytes=rss,
+            mfu_bf16=mfu(flops, seconds, self.peaks["bfloat16"]["flops_per_second"]),
+            mfu_fp32=mfu(flops, seconds, self.peaks["float32"]["flops_per_second"]),
+        )

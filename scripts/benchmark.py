@@ -1,0 +1,273 @@
+"""tfsft vs plain keras-hub vs HF transformers: same model, data and hyper-parameters.
+
+Run from the repository root (the config's data paths are relative to it):
+
+    python scripts/benchmark.py                      # 4,000 SST-2 rows, all runners
+    python scripts/benchmark.py --train-rows 256 --runners tfsft,keras_hub
+    python scripts/benchmark.py --set train.batch_size=32 --out /tmp/bench.md
+
+Runners (each in its own process, one after another):
+  tfsft      `tfsft train CONFIG --set data.max_train_examples=N --set train.epochs=1`
+  keras_hub  keras_hub.models.TextClassifier.from_preset(...).fit, fixed padding
+  hf         transformers Trainer on PyTorch CPU, dynamic padding, in its own venv
+  fixed      tfsft's model on random ids, batch 32 x 128 tokens (MFU micro-benchmark)
+
+Hyper-parameters and the training rows come from the tfsft config after overrides,
+so all runners train the same thing. The markdown report goes to --out and stdout,
+progress to stderr. A benchmark, not a test: it asserts no times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench_common import EncoderDims, read_json
+from bench_env import machine_facts, package_versions
+from bench_report import FixedRow, Report, RunnerRow, method_notes, render
+from bench_runners import Bench, Plan, say
+
+RUNNERS = ("tfsft", "keras_hub", "hf", "fixed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmark.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Paths are relative to the working directory (run from the repo root).",
+    )
+    parser.add_argument("--config", default="configs/sst2_minilm.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tfsft config override, passed to every runner (repeatable)",
+    )
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=4000,
+        help="training rows (tfsft's seeded subset); 0 = the whole training file",
+    )
+    parser.add_argument(
+        "--runners",
+        default=",".join(RUNNERS),
+        help=f"comma-separated subset of {','.join(RUNNERS)} (default: all)",
+    )
+    parser.add_argument("--out", default="docs/benchmarks.md", type=Path)
+    parser.add_argument(
+        "--hf-venv",
+        default=".bench/hf-venv",
+        type=Path,
+        help="venv with torch + transformers; created here when missing",
+    )
+    parser.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep the tfsft run dir (default: keep only its metrics.json)",
+    )
+    parser.add_argument("--fixed-steps", type=int, default=20, help="timed steps")
+    parser.add_argument(
+        "--fixed-precisions",
+        default="default,mixed_bfloat16",
+        help="precisions of the fixed-shapes rows; 'default' = the config's",
+    )
+    args = parser.parse_args(argv)
+    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
+    unknown = sorted(set(runners) - set(RUNNERS))
+    if unknown or not runners:
+        parser.error(f"--runners: unknown {unknown}; choose from {','.join(RUNNERS)}")
+    if args.train_rows < 0 or args.fixed_steps < 1:
+        parser.error("--train-rows must be >= 0 and --fixed-steps >= 1")
+    args.runners = [r for r in RUNNERS if r in runners]  # always in this order
+    return args
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Loads the config, the model dir and tfsft's training rows.
+
+    Raises:
+        TfsftError: a bad config, missing data, or MiniLM not installed.
+    """
+    import tfsft
+    from tfsft.errors import ConfigError
+
+    rows = args.train_rows or "null"
+    overrides = [f"data.max_train_examples={rows}", "train.epochs=1", *args.overrides]
+    cfg = tfsft.load_config(args.config, overrides)
+    if cfg.task != "classification":
+        raise ConfigError(f"{args.config}: the benchmark needs task: classification")
+    if not cfg.data.validation:
+        raise ConfigError(f"{args.config}: the benchmark needs a data.validation file")
+    if cfg.train.schedule != "linear":
+        # The keras-hub and HF runners implement the linear schedule only.
+        raise ConfigError(
+            f"train.schedule: the benchmark compares linear schedules only "
+            f"(got {cfg.train.schedule!r}); add --set train.schedule=linear"
+        )
+    model_dir = Path(tfsft.resolve_preset(cfg.model.preset))
+    hf_config = read_json(model_dir / "config.json") if model_dir.is_dir() else {}
+    if "hidden_size" not in hf_config:
+        raise ConfigError(
+            f"model.preset: {cfg.model.preset} is not a Hugging Face-format model dir "
+            "(config.json with hidden_size); all three runners need one"
+        )
+    # The very rows `tfsft train` will use: tfsft's own loader and seeded subset.
+    splits = tfsft.load_splits(cfg)
+    labels = tfsft.build_label_spec(cfg.task, splits.train, cfg.data)
+    tc = cfg.train
+    # Step counts as tfsft derives them (tfsft/training/optim.py, trainer.py).
+    total_steps = math.ceil(len(splits.train) / tc.batch_size) * tc.epochs
+    warmup_steps = round(tc.warmup_ratio * total_steps)
+    spec = {
+        "config": str(args.config),
+        "overrides": overrides,
+        "model_dir": str(model_dir),
+        "num_classes": labels.num_outputs,
+        "sequence_length": cfg.model.sequence_length,
+        "dropout": cfg.model.dropout,
+        "batch_size": tc.batch_size,
+        "epochs": tc.epochs,
+        "learning_rate": tc.learning_rate,
+        "weight_decay": tc.weight_decay,
+        "warmup_steps": warmup_steps,
+        "total_steps": total_steps,
+        "max_grad_norm": tc.max_grad_norm,
+        "seed": tc.seed,
+        "train": _split(
+            splits.train, tfsft.encode_labels(labels, splits.train, cfg.data)
+        ),
+        "validation": _split(
+            splits.validation,
+            tfsft.encode_labels(labels, splits.validation, cfg.data),
+        ),
+    }
+    hyper = {
+        "model": f"{cfg.model.preset} ({model_dir})",
+        "max length (tokens)": cfg.model.sequence_length,
+        "batch size": tc.batch_size,
+        "learning rate (peak)": tc.learning_rate,
+        "schedule": f"linear warm-up {warmup_steps} steps "
+        f"(ratio {tc.warmup_ratio}), then {tc.schedule} decay to 0 at {total_steps}",
+        "optimizer": "AdamW, eps 1e-8, no decay on biases and LayerNorm",
+        "weight decay": tc.weight_decay,
+        "max grad norm (global)": tc.max_grad_norm,
+        "epochs": tc.epochs,
+        "seed": tc.seed,
+        "dropout (head)": cfg.model.dropout,
+        "train rows": f"{len(splits.train):,} of {cfg.data.train} "
+        f"(tfsft's seeded subset, data.max_train_examples={rows})",
+        "dev rows": f"{len(splits.validation):,} ({cfg.data.validation})",
+        "tfsft runtime": f"precision {cfg.runtime.precision}, "
+        f"jit_compile {cfg.runtime.jit_compile}",
+    }
+    buckets = cfg.data.length_buckets
+    padding = f"buckets {buckets}" if buckets else f"fixed {cfg.model.sequence_length}"
+    return Plan(overrides, spec, EncoderDims.from_hf_config(hf_config), hyper, padding)
+
+
+def _split(examples: Any, labels: Any) -> dict[str, list]:
+    if examples.pairs is not None:
+        from tfsft.errors import ConfigError
+
+        raise ConfigError("the benchmark covers single-text classification only")
+    return {"texts": list(examples.texts), "labels": [int(y) for y in labels]}
+
+
+def run_all(
+    bench: Bench, runners: list[str], precisions: str
+) -> tuple[list[RunnerRow], list[FixedRow]]:
+    """The selected runners, strictly one after another."""
+    if "hf" in runners:
+        bench.prepare_hf()  # pip is CPU-heavy: done before anything is timed
+    bench.measure_peaks()
+    rows = [
+        getattr(bench, f"run_{name}")()
+        for name in ("tfsft", "keras_hub", "hf")
+        if name in runners
+    ]
+    fixed = []
+    if "fixed" in runners:
+        for precision in dict.fromkeys(p.strip() for p in precisions.split(",")):
+            fixed.append(bench.run_fixed(precision))
+    return rows, fixed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from tfsft.errors import TfsftError
+    except ImportError:
+        print(
+            "benchmark: error: cannot import tfsft; run it with the project's venv "
+            "from the repo root (e.g. .venv/bin/python scripts/benchmark.py)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        plan = make_plan(args)
+    except TfsftError as e:
+        hint = ""
+        if "not found" in str(e):
+            cwd = Path.cwd()
+            hint = f" (relative paths resolve against {cwd}: run from the repo root)"
+        print(f"benchmark: error: {e}{hint}", file=sys.stderr)
+        return 2
+    load_start = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="tfsft-bench-"))  # the data copy: never kept
+    try:
+        bench = Bench(args, plan, tmp)
+        rows, fixed = run_all(bench, args.runners, args.fixed_precisions)
+    except KeyboardInterrupt:
+        print("benchmark: interrupted; nothing written", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    machine = machine_facts()
+    machine["load average (1/5/15 min) at start; at end"] = "; ".join(
+        " ".join(f"{x:.2f}" for x in load) for load in (load_start, os.getloadavg())
+    )
+    report = Report(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        ),
+        command=shlex.join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])]),
+        tfsft_command=bench.tfsft_command,
+        machine=machine,
+        versions=package_versions() | bench.versions,
+        hyper=plan.hyper,
+        peaks=bench.peaks,
+        rows=rows,
+        fixed=fixed,
+        notes=method_notes(plan.dims) + bench.notes,
+        processes=[
+            {"process": tag, **dataclasses.asdict(child)}
+            for tag, child in bench.children.items()
+        ],
+        cores=len(os.sched_getaffinity(0)),
+    )
+    text = render(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
+    say(f"wrote {args.out}; logs in {bench.logs}")
+    failed = [r.name for r in rows if r.status == "failed"]
+    failed += [r.label for r in fixed if r.status == "failed"]
+    if failed:
+        say(f"failed: {', '.join(failed)} (see the logs)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
