@@ -172,8 +172,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "tfsft runtime": f"precision {cfg.runtime.precision}, "
         f"jit_compile {cfg.runtime.jit_compile}",
     }
-    buckets = cfg.data.length_buckets
-    padding = f"buckets {buckets}" if buckets else f"fixed {cfg.model.sequence_length}"
+    from tfsft.data.pipeline import bucket_widths  # imports TF: only once data is ok
+
+    widths = bucket_widths(cfg.data.length_buckets, cfg.model.sequence_length)
+    padding = (
+        f"widths {widths}, length-grouped windows of {cfg.data.length_grouping} batches"
+        if widths
+        else f"fixed {cfg.model.sequence_length}"
+    )
     return Plan(overrides, spec, EncoderDims.from_hf_config(hf_config), hyper, padding)
 
 

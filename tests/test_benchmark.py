@@ -246,13 +246,18 @@ def test_plan_uses_tfsfts_rows_and_steps(monkeypatch, tmp_path):
         f"validation: {DEMO / 'sentiment_dev.tsv'}, text_column: sentence}}\n"
         "train: {batch_size: 16, warmup_ratio: 0.1}\n"
     )
-    args = benchmark.parse_args(["--config", str(config), "--train-rows", "100"])
-    plan = benchmark.make_plan(args)
+    argv = ["--config", str(config), "--train-rows", "100"]
+    plan = benchmark.make_plan(benchmark.parse_args(argv))
     cfg = tfsft.load_config(config, ["data.max_train_examples=100", "train.epochs=1"])
     expected = tfsft.load_splits(cfg).train
     assert plan.spec["train"]["texts"] == expected.texts
     assert plan.spec["total_steps"] == 7 and plan.spec["warmup_steps"] == 1
-    assert plan.spec["epochs"] == 1 and plan.padding == "fixed 128"
+    assert plan.spec["epochs"] == 1
+    assert plan.padding.startswith("widths [16, 32, 48, 64, 80, 96, 112, 128]")
+    fixed = benchmark.make_plan(
+        benchmark.parse_args([*argv, "--set", "data.length_buckets=null"])
+    )
+    assert fixed.padding == "fixed 128"
 
 
 def test_contention_warning_only_when_others_load_the_machine(report):
