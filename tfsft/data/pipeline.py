@@ -104,8 +104,9 @@ def bucket_widths(
 ) -> list[int] | None:
     """The padded widths batches may take: boundaries below the length, then it.
 
-    ``"auto"`` is eight evenly spaced widths, in multiples of 8 (the vector width
-    that keeps matmul kernels on their fast path).
+    ``"auto"`` is eight evenly spaced widths in multiples of 8: fine enough that a
+    batch is padded by at most a few tokens, few enough that the graph sees only
+    a handful of shapes (XLA or a TPU would compile each).
     """
     if not boundaries:
         return None
