@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfsft.data.pipeline import bucket_width, plan_batches
+from tfsft.data.pipeline import bucket_width, gather_slices, plan_batches
 from tfsft.errors import ConfigError, DataError
 
 
@@ -134,36 +134,3 @@ def eval_dataset_fn(
         return gather_slices(tokens, labels, slices, slice_widths if widths else None)
 
     return dataset_fn
-
-
-def gather_slices(
-    tokens: dict[str, tf.Tensor],
-    labels: np.ndarray | None,
-    slices: list[np.ndarray],
-    widths: list[int] | None,
-) -> tf.data.Dataset:
-    """A dataset of the rows in ``slices``, each cut to its width (or kept whole).
-
-    Slices of one size use a dense [steps, rows] index, so the batch dimension is
-    static; without ``widths`` the length dimension is too.
-    """
-    sizes = {len(s) for s in slices}
-    if len(sizes) == 1:
-        index = tf.constant(np.stack(slices).astype(np.int64))  # [elements, rows]
-    else:
-        index = tf.RaggedTensor.from_row_lengths(  # [elements, (rows)]
-            np.concatenate(slices).astype(np.int64), [len(s) for s in slices]
-        )
-    cut = None if widths is None else tf.constant(widths, tf.int32)
-    targets = None if labels is None else tf.constant(labels)
-
-    def gather(i: tf.Tensor):
-        rows = index[i]
-        features = {k: tf.gather(v, rows) for k, v in tokens.items()}
-        if cut is not None:
-            features = {k: v[:, : cut[i]] for k, v in features.items()}
-        return features if targets is None else (features, tf.gather(targets, rows))
-
-    ds = tf.data.Dataset.range(len(slices))
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)

@@ -192,7 +192,9 @@ def make_train_dataset(
         lengths, batch_size, epochs, seed, widths, full, group
     )
     stop = len(batches) if stop_step is None else stop_step
-    return _gather_batches(tokens, labels, batches, sizes, start_step, stop)
+    return gather_slices(
+        tokens, labels, batches[start_step:stop], sizes[start_step:stop]
+    )
 
 
 def make_eval_dataset(
@@ -211,29 +213,37 @@ def make_eval_dataset(
     full = int(tokens["token_ids"].shape[1])
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     sizes = [bucket_width(int(lengths[b].max()), widths, full) for b in batches]
-    return _gather_batches(tokens, labels, batches, sizes, 0, len(batches)), order
+    return gather_slices(tokens, labels, batches, sizes), order
 
 
-def _gather_batches(
+def gather_slices(
     tokens: dict[str, tf.Tensor],
     labels: np.ndarray | None,
-    batches: list[np.ndarray],
-    sizes: list[int],
-    start: int,
-    stop: int,
+    slices: list[np.ndarray],
+    widths: list[int] | None,
 ) -> tf.data.Dataset:
-    """Batches ``start..stop-1`` of a plan: rows gathered, padding cut to ``sizes``."""
-    index = tf.RaggedTensor.from_row_lengths(  # [steps, (batch)]
-        np.concatenate(batches).astype(np.int64), [len(b) for b in batches]
-    )
-    step_widths = tf.constant(sizes, tf.int32)
+    """A dataset of the rows in ``slices``, each cut to its width (or kept whole).
+
+    Slices of one size use a dense [steps, rows] index, so the batch dimension is
+    static; without ``widths`` the length dimension is too.
+    """
+    sizes = {len(s) for s in slices}
+    if len(sizes) == 1:
+        index = tf.constant(np.stack(slices).astype(np.int64))  # [elements, rows]
+    else:
+        index = tf.RaggedTensor.from_row_lengths(  # [elements, (rows)]
+            np.concatenate(slices).astype(np.int64), [len(s) for s in slices]
+        )
+    cut = None if widths is None else tf.constant(widths, tf.int32)
     targets = None if labels is None else tf.constant(labels)
 
-    def gather(step: tf.Tensor):
-        rows, width = index[step], step_widths[step]
-        features = {k: tf.gather(v, rows)[:, :width] for k, v in tokens.items()}
+    def gather(i: tf.Tensor):
+        rows = index[i]
+        features = {k: tf.gather(v, rows) for k, v in tokens.items()}
+        if cut is not None:
+            features = {k: v[:, : cut[i]] for k, v in features.items()}
         return features if targets is None else (features, tf.gather(targets, rows))
 
-    ds = tf.data.Dataset.range(start, stop)
+    ds = tf.data.Dataset.range(len(slices))
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
