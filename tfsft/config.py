@@ -7,7 +7,6 @@ frozen; library functions take it, or a sub-config, and never re-read YAML.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from pathlib import Path
@@ -23,6 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from tfsft.config_messages import (
+    apply_override,
+    bad_scalar_line,
+    describe_errors,
+    key_lines,
+    within,
+)
 from tfsft.errors import ConfigError
 
 Task = Literal["classification", "multilabel", "regression"]
@@ -239,9 +245,6 @@ class ExperimentConfig(_Strict):
         return self
 
 
-_MODEL_NAMES = {m.__name__ for m in _Strict.__subclasses__()}
-
-
 def load_config(
     path: str | Path, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
@@ -270,13 +273,13 @@ def load_config(
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
     try:
         raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        lines = key_lines(yaml.compose(text))
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except ValueError as e:  # a scalar Python cannot build: a bad date, a huge int
         problem = "number too long" if "digits" in str(e) else str(e)
         raise ConfigError(
-            f"{path}: line {_bad_scalar_line(text)}: invalid YAML value ({problem}); "
+            f"{path}: line {bad_scalar_line(text)}: invalid YAML value ({problem}); "
             "quote it to keep it as text"
         ) from None
     except yaml.YAMLError as e:
@@ -292,9 +295,9 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     for item in overrides:
-        key = _apply_override(raw, item)
+        key = apply_override(raw, item)
         # An overridden key is reported as coming from --set, not from the file.
-        lines = {k: v for k, v in lines.items() if not _within(k, key)}
+        lines = {k: v for k, v in lines.items() if not within(k, key)}
         parts = key.split(".")
         for n in range(1, len(parts) + 1):  # sections the override created, too
             lines.setdefault(".".join(parts[:n]), -1)
@@ -309,9 +312,9 @@ def validate_config(
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        errors = _most_specific(e.errors())
-        messages = [_describe(err, loc, source, lines or {}) for loc, err in errors]
-        raise ConfigError("\n".join(messages)) from None
+        raise ConfigError(
+            describe_errors(e.errors(), ExperimentConfig, source, lines or {})
+        ) from None
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
@@ -322,137 +325,3 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 def config_schema() -> str:
     """JSON Schema of the config, for editors and docs."""
     return json.dumps(ExperimentConfig.model_json_schema(), indent=2)
-
-
-def _within(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".")
-
-
-def _apply_override(raw: dict[str, Any], item: str) -> str:
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    parts = key.split(".")
-    if not sep or not all(parts):
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except (yaml.YAMLError, RecursionError, ValueError):
-        parsed = value  # a plain string that merely looks odd to YAML, e.g. "a: b"
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            prefix = ".".join(parts[: i + 1])
-            raise ConfigError(f"--set {item!r}: {prefix} is a value, not a section")
-        node = child
-    node[parts[-1]] = parsed
-    return key
-
-
-def _bad_scalar_line(text: str) -> int | str:
-    """The line of the first scalar that safe_load cannot turn into a value."""
-    loader = yaml.SafeLoader(text)
-    try:
-        stack = [loader.get_single_node()]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, yaml.ScalarNode):
-                try:
-                    loader.construct_object(node)
-                except ValueError:
-                    return node.start_mark.line + 1
-            elif isinstance(node, yaml.MappingNode):
-                stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
-            elif isinstance(node, yaml.SequenceNode):
-                stack.extend(reversed(node.value))
-    finally:
-        loader.dispose()
-    return "?"
-
-
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Maps dotted key paths to 1-based YAML line numbers."""
-    out: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = f"{prefix}{key_node.value}"
-            out[path] = key_node.start_mark.line + 1
-            out.update(_key_lines(value_node, path + "."))
-    return out
-
-
-def _most_specific(errors: list[Any]) -> list[tuple[list[str], dict[str, Any]]]:
-    """One error per key path, preferring the deepest when a union value is wrong.
-
-    A union such as ``freeze: none | {first_n_layers: K}`` reports one error per
-    member; the user needs only the one that goes deepest into what they wrote.
-    """
-    located = []
-    for err in errors:
-        # Union members add their class name to the location; drop those tags (but
-        # not the user's own keys, which may be capitalised too).
-        loc = [
-            str(p)
-            for p in err["loc"]
-            if not (
-                isinstance(p, str) and (p in _MODEL_NAMES or p.startswith("literal["))
-            )
-        ]
-        located.append((loc, err))
-    kept: list[tuple[list[str], dict[str, Any]]] = []
-    for loc, err in located:
-        deeper = any(len(o) > len(loc) and o[: len(loc)] == loc for o, _ in located)
-        if not deeper and all(k != loc for k, _ in kept):
-            kept.append((loc, err))
-    return kept
-
-
-def _describe(
-    err: dict[str, Any], loc: list[str], source: str, lines: dict[str, int]
-) -> str:
-    dotted = ".".join(loc) or "(top level)"
-    line = _nearest_line(loc, lines)
-    where = source if not line else "--set" if line == -1 else f"{source}: line {line}"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        msg = f"{dotted}: unknown key"
-        hint = _suggest(loc)
-        if hint:
-            msg += f"; did you mean '{hint}'?"
-    elif kind == "missing":
-        msg = f"{dotted}: required key is missing"
-    else:
-        got = err.get("input")
-        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-        text = err["msg"].removeprefix("Value error, ")  # our own validators
-        msg = f"{dotted}: {text}{shown}"
-    return f"{where}: {msg}"
-
-
-def _nearest_line(loc: list[str], lines: dict[str, int]) -> int | None:
-    for n in range(len(loc), 0, -1):
-        line = lines.get(".".join(loc[:n]))
-        if line:
-            return line
-    return None
-
-
-def _suggest(loc: list[str]) -> str | None:
-    """The closest valid key at the same level as the unknown one."""
-    if not loc:
-        return None
-    model: type[BaseModel] = ExperimentConfig
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        nested = [
-            c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)
-        ]
-        if not nested:
-            return None
-        model = nested[0]
-    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
-    return close[0] if close else None
