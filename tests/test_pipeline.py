@@ -105,17 +105,25 @@ def test_auto_buckets_are_eight_widths_in_multiples_of_eight():
 
 
 def test_train_and_eval_datasets_trim_padding_to_the_bucket():
-    from tfsft.data.pipeline import make_eval_dataset, make_train_dataset, tokenize_all
+    from tfsft.data.pipeline import (
+        gather_slices,
+        make_eval_dataset,
+        plan_batches,
+        token_lengths,
+        tokenize_all,
+    )
 
     pre = load_preprocessor(resolve_preset("tiny"), 64)
     ex = _examples(20)
     tokens = tokenize_all(ex, pre)
     assert tokens["token_ids"].shape == (20, 64)
-    ds = make_train_dataset(
-        tokens, np.arange(20, dtype=np.int32), 4, 1, 0, widths=[16, 32, 64]
-    )
-    shapes = {x["token_ids"].shape[1] for x, _ in ds}
-    assert shapes <= {16, 32, 64} and 64 not in shapes  # these texts fit in 16 or 32
+    lengths = token_lengths(tokens)
+    batches, sizes = plan_batches(lengths, 4, 1, 0, [16, 32, 64], 64)
+    ds = gather_slices(tokens, np.arange(20, dtype=np.int32), batches, sizes)
+    for (x, y), batch, size in zip(ds, batches, sizes, strict=True):
+        assert y.numpy().tolist() == batch.tolist()  # the planned rows, in order
+        assert x["token_ids"].shape == (4, size) and size >= lengths[batch].max()
+    assert set(sizes) <= {16, 32} and 64 not in sizes  # these texts fit in 16 or 32
     eval_ds, order = make_eval_dataset(tokens, None, 8, [16, 32, 64])
     assert sorted(order.tolist()) == list(range(20))
     assert all(x["padding_mask"].dtype == tf.int32 for x in eval_ds)

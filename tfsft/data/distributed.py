@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfsft.data.pipeline import bucket_width, gather_slices, plan_batches
+from tfsft.data.pipeline import eval_plan, gather_slices, plan_batches, token_lengths
 from tfsft.errors import ConfigError, DataError
 
 
@@ -117,17 +117,14 @@ def eval_dataset_fn(
     rows, or none). Keras weights every replica's metrics by its row count, so the
     epoch's metrics are those of the whole set.
     """
-    lengths = tokens["padding_mask"].numpy().sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
     full = int(tokens["token_ids"].shape[1])
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, sizes, _ = eval_plan(token_lengths(tokens), batch_size, widths, full)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
         first = context.input_pipeline_id * local
         slices, slice_widths = [], []
-        for batch in batches:
-            width = bucket_width(int(lengths[batch].max()), widths, full)
+        for batch, width in zip(batches, sizes, strict=True):
             parts = np.array_split(batch, replicas)
             slices += parts[first : first + local]
             slice_widths += [width] * local

@@ -168,33 +168,23 @@ def bucket_width(length: int, widths: list[int] | None, full: int) -> int:
     return full
 
 
-def make_train_dataset(
-    tokens: dict[str, tf.Tensor],
-    labels: np.ndarray,
-    batch_size: int,
-    epochs: int,
-    seed: int,
-    start_step: int = 0,
-    stop_step: int | None = None,
-    widths: list[int] | None = None,
-    group: int = 1,
-) -> tf.data.Dataset:
-    """The stream of training batches for global steps [start_step, stop_step).
+def token_lengths(tokens: dict[str, tf.Tensor]) -> np.ndarray:
+    """Tokens per example [N], from the int32 ``padding_mask`` [N, sequence_length]."""
+    return tokens["padding_mask"].numpy().sum(axis=1)
 
-    Which examples form step ``s`` and how wide it is padded are fixed in advance by
-    `plan_batches`, so starting at any step costs nothing: no earlier batch is
-    produced and thrown away. Token tensors are [batch, width] with width one of
-    ``widths`` (or the full length); ``group`` is `plan_batches`' length grouping.
+
+def eval_plan(
+    lengths: np.ndarray, batch_size: int, widths: list[int] | None, full: int
+) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+    """Evaluation batches sorted by length: (batches, their widths, the order).
+
+    Sorting keeps the padding of evaluation batches small; outputs come out in
+    ``order`` and are put back with ``np.argsort(order)``.
     """
-    lengths = tokens["padding_mask"].numpy().sum(axis=1)
-    full = int(tokens["token_ids"].shape[1])
-    batches, sizes = plan_batches(
-        lengths, batch_size, epochs, seed, widths, full, group
-    )
-    stop = len(batches) if stop_step is None else stop_step
-    return gather_slices(
-        tokens, labels, batches[start_step:stop], sizes[start_step:stop]
-    )
+    order = np.argsort(lengths, kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    sizes = [bucket_width(int(lengths[b].max()), widths, full) for b in batches]
+    return batches, sizes, order
 
 
 def make_eval_dataset(
@@ -203,17 +193,10 @@ def make_eval_dataset(
     batch_size: int,
     widths: list[int] | None = None,
 ) -> tuple[tf.data.Dataset, np.ndarray]:
-    """Batches sorted by length (padded to their bucket) and the order used.
-
-    Sorting keeps the padding of evaluation batches small; predictions come out in
-    ``order`` and are put back with ``np.argsort(order)``.
-    """
-    lengths = tokens["padding_mask"].numpy().sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
+    """One device's evaluation batches (see `eval_plan`) and the order used."""
     full = int(tokens["token_ids"].shape[1])
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    sizes = [bucket_width(int(lengths[b].max()), widths, full) for b in batches]
-    return gather_slices(tokens, labels, batches, sizes), order
+    batches, sizes, order = eval_plan(token_lengths(tokens), batch_size, widths, full)
+    return gather_slices(tokens, labels, batches, sizes if widths else None), order
 
 
 def gather_slices(

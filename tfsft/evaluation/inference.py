@@ -26,13 +26,16 @@ def predict_scores(
     batch_size: int,
     task: str,
     widths: list[int] | None = None,
+    tokens: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Probabilities [N, K] (classifiers) or values [N, 1] (regression), in order.
 
     Examples are batched by length (padded to ``widths`` buckets) and the scores put
-    back into the input order.
+    back into the input order. ``tokens``, `tokenize_all`'s output for ``examples``,
+    saves tokenizing them again when the caller already has it.
     """
-    tokens = tokenize_all(examples, preprocessor)
+    if tokens is None:
+        tokens = tokenize_all(examples, preprocessor)
     ds, order = make_eval_dataset(tokens, None, batch_size, widths)
     # A keras-hub task with a preprocessor attached would tokenize the (already
     # tokenized) batches again inside predict(); detach it for the call.

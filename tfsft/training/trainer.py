@@ -23,7 +23,13 @@ from tfsft.data.distributed import (
     train_dataset_fn,
 )
 from tfsft.data.labels import LabelSpec, build_label_spec, encode_labels
-from tfsft.data.pipeline import make_eval_dataset, make_train_dataset, tokenize_all
+from tfsft.data.pipeline import (
+    gather_slices,
+    make_eval_dataset,
+    plan_batches,
+    token_lengths,
+    tokenize_all,
+)
 from tfsft.data.sources import describe_skipped
 from tfsft.data.splits import Splits, load_splits
 from tfsft.errors import Interrupted
@@ -155,7 +161,7 @@ def _fit(
         # A TPU compiles one program per batch shape: pad every batch fully.
         log.info("length buckets off on TPU: batches padded to the sequence length")
         widths = None
-    val_ds, val_steps = None, None
+    val_ds, val_steps, val_tokens = None, None, None
     if splits.validation is not None:
         val_tokens = tokenize_all(splits.validation, preprocessor)
         if replicas == 1:
@@ -169,20 +175,21 @@ def _fit(
                     val_tokens, encoded["validation"], tc.batch_size, widths, replicas
                 )
             )
+    # Every step's examples and padded width, planned once for the whole run.
+    plan_args = (
+        token_lengths(tokens),
+        tc.batch_size,
+        tc.epochs,
+        tc.seed,
+        widths,
+        int(tokens["token_ids"].shape[1]),
+        cfg.data.length_grouping,
+    )
     if replicas == 1:
+        plan, plan_widths = plan_batches(*plan_args)
         steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
     else:  # the plan without the incomplete batches (see data.distributed)
-        lengths = tokens["padding_mask"].numpy().sum(axis=1)
-        full = int(tokens["token_ids"].shape[1])
-        plan, plan_widths, steps_per_epoch = full_batch_plan(
-            lengths,
-            tc.batch_size,
-            tc.epochs,
-            tc.seed,
-            widths,
-            full,
-            cfg.data.length_grouping,
-        )
+        plan, plan_widths, steps_per_epoch = full_batch_plan(*plan_args)
     total_steps = steps_per_epoch * tc.epochs
     with strategy.scope():
         model = build_model(cfg.model, labels.num_outputs)
@@ -218,16 +225,11 @@ def _fit(
     def train_data(first: int, last: int) -> Any:
         """Batches of global steps [first, last)."""
         if replicas == 1:
-            return make_train_dataset(
+            return gather_slices(
                 tokens,
                 encoded["train"],
-                tc.batch_size,
-                tc.epochs,
-                tc.seed,
-                first,
-                last,
-                widths,
-                cfg.data.length_grouping,
+                plan[first:last],
+                plan_widths[first:last] if widths else None,
             )
         return strategy.distribute_datasets_from_function(
             train_dataset_fn(
@@ -291,7 +293,13 @@ def _fit(
         if examples is None:
             continue
         scores = predict_scores(
-            model, preprocessor, examples, tc.batch_size, cfg.task, widths
+            model,
+            preprocessor,
+            examples,
+            tc.batch_size,
+            cfg.task,
+            widths,
+            tokens=val_tokens if name == "validation" else None,
         )
         out_dir = run_dir if name == "validation" else run_dir / name
         split_metrics = write_report(
