@@ -17,13 +17,14 @@ TEXTS = ["a wonderful great film", "boring and awful plot", "fine"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One tiny single-text run and one pair run, trained once for the module."""
+    """One tiny single-text run (CLS head) and one pair run (mean pooling head)."""
     out = tmp_path_factory.mktemp("runs")
     small = {"max_train_examples": 64}
     base = tiny_config("exp", out, data=small, train={"epochs": 1, "batch_size": 32})
     single = tfsft.train(validate_config(base), verbose=0)
     base["name"] = "exp-pair"
     base["data"]["text_pair_column"] = "sentence"
+    base["model"]["pooling"] = "mean"  # the other head, through the same checks
     pair = tfsft.train(validate_config(base), verbose=0)
     return single, pair
 
@@ -206,3 +207,28 @@ def test_multilabel_and_regression_exports_have_their_outputs(tmp_path):
     assert list(got) == ["value"]
     for value, pred in zip(got["value"], tfsft.predict(reg, texts), strict=True):
         assert value == pytest.approx(pred["value"], abs=1e-5)
+
+
+def test_mean_pooling_run_reloads_from_disk_and_as_keras_file(runs, tmp_path):
+    from tfsft.models.pooling import MeanPoolingTextClassifier
+
+    run = runs[1]
+    assert isinstance(run.model, MeanPoolingTextClassifier)
+    pairs = list(reversed(TEXTS))
+    expected = tfsft.predict(run, TEXTS, pairs)
+    # keras-hub's TextClassifier.from_preset would put a fresh CLS head on the
+    # backbone here; load_run must give back the trained mean-pooling head.
+    reloaded = tfsft.load_run(run.dir)
+    assert isinstance(reloaded.model, MeanPoolingTextClassifier)
+    for a, b in zip(expected, tfsft.predict(reloaded, TEXTS, pairs), strict=True):
+        assert a["label"] == b["label"]
+        for name, p in a["probabilities"].items():
+            # bf16 kernels may round a last bit differently; a fresh head would be
+            # off by far more than this.
+            assert abs(p - b["probabilities"][name]) < 1e-3
+    import keras
+
+    path = export_model(run, "mean", tmp_path)
+    model = keras.saving.load_model(path / "keras" / "model.keras", safe_mode=True)
+    assert isinstance(model, MeanPoolingTextClassifier)
+    assert model.count_params() == run.model.count_params()

@@ -1,3 +1,5 @@
+import json
+
 import keras
 import keras_hub
 import numpy as np
@@ -9,6 +11,7 @@ from tfsft.errors import ConfigError
 from tfsft.models.backbones import ensure_tiny_preset, load_preprocessor, resolve_preset
 from tfsft.models.heads import make_loss
 from tfsft.models.peft import count_params, embedding_layers, transformer_blocks
+from tfsft.models.pooling import MeanPoolingTextClassifier, resolve_pooling
 from tfsft.models.tasks import build_model
 from tfsft.training.optim import WarmupDecay, make_optimizer
 
@@ -147,3 +150,41 @@ def test_minilm_loads_without_network(monkeypatch):
     assert pre.tokenizer.vocabulary_size() == 30522
     assert model.backbone.count_params() == 22_713_216
     assert model.output_shape == (None, 3)
+    # all-MiniLM-L6-v2 declares mean pooling (1_Pooling/config.json); auto follows.
+    assert isinstance(model, MeanPoolingTextClassifier)
+
+
+def test_auto_pooling_follows_the_checkpoints_declared_pooling(tmp_path):
+    assert resolve_pooling("auto", str(tmp_path)) == "cls"  # nothing declared
+    declared = tmp_path / "1_Pooling" / "config.json"
+    declared.parent.mkdir()
+    declared.write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    assert resolve_pooling("auto", str(tmp_path)) == "mean"
+    assert resolve_pooling("cls", str(tmp_path)) == "cls"  # an explicit choice wins
+    declared.write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    assert resolve_pooling("auto", str(tmp_path)) == "cls"
+    assert resolve_pooling("mean", str(tmp_path)) == "mean"
+    declared.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"1_Pooling/config.json.*model.pooling"):
+        resolve_pooling("auto", str(tmp_path))
+
+
+def test_mean_pooling_averages_real_tokens_only():
+    model = build_model(
+        ModelConfig(preset="tiny", sequence_length=32, pooling="mean"), 2
+    )
+    assert isinstance(model, MeanPoolingTextClassifier)
+    # The unused BERT pooler is frozen, so the optimizer never sees it.
+    assert not any("pooled_dense" in w.path for w in model.trainable_weights)
+    tokens, _ = _batch(load_preprocessor(resolve_preset("tiny"), 32))
+    mask = tokens["padding_mask"].numpy()
+    sequence = model.backbone(tokens)["sequence_output"].numpy()
+    pooled = (sequence * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+    kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
+    logits = model(tokens, training=False).numpy()
+    np.testing.assert_allclose(logits, pooled @ kernel + bias, atol=1e-5)
+    # Cutting the padding off changes nothing: padded positions are not averaged.
+    narrow = {k: v[:, : int(mask.sum(axis=1).max())] for k, v in tokens.items()}
+    np.testing.assert_allclose(model(narrow, training=False), logits, atol=1e-5)

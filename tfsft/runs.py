@@ -120,14 +120,14 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> Run:
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     model = None
     if with_model:
-        import keras_hub
+        from tfsft.models.tasks import load_classifier
 
         with warnings.catch_warnings():
             # The saved preset has no optimizer state, by design; keras warns that
             # the (unused) default optimizer found nothing to load.
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-            model = keras_hub.models.TextClassifier.from_preset(
-                str(run_dir / "model"), dtype=saved_dtype_policy(run_dir / "model")
+            model = load_classifier(
+                run_dir / "model", saved_dtype_policy(run_dir / "model")
             )
     return Run(run_dir, cfg, labels, model=model, metrics=metrics)
 
