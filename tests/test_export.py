@@ -229,6 +229,8 @@ def test_mean_pooling_run_reloads_from_disk_and_as_keras_file(runs, tmp_path):
     import keras
 
     path = export_model(run, "mean", tmp_path)
+    card = (path / "assets" / "README.md").read_text()
+    assert "mean of the token vectors" in card and "load_classifier" in card
     model = keras.saving.load_model(path / "keras" / "model.keras", safe_mode=True)
     assert isinstance(model, MeanPoolingTextClassifier)
     assert model.count_params() == run.model.count_params()

@@ -48,6 +48,7 @@ Fine-tuned with tfsft.
 
 - task: {cfg.task}
 - base model: `{cfg.model.preset}` (sequence length {cfg.model.sequence_length})
+- head: {_head(run)}
 - training data: `{cfg.data.train}`; validation: `{
             cfg.data.validation
             or (
@@ -75,3 +76,17 @@ Fine-tuned with tfsft.
 def _python_args(paired: bool) -> str:
     args = 'text=tf.constant(["first"])'
     return args + (', text_pair=tf.constant(["second"])' if paired else "")
+
+
+def _head(run: Run) -> str:
+    """The pooling of the head, and how to load ``keras/`` when it is tfsft's own."""
+    from tfsft.models.pooling import MeanPoolingTextClassifier
+
+    if isinstance(run.model, MeanPoolingTextClassifier):
+        return (
+            "mean of the token vectors (tfsft's `MeanPoolingTextClassifier`: load "
+            "`keras/preset` with `tfsft.models.tasks.load_classifier`, or "
+            "`keras/model.keras` after `import tfsft.models.pooling`; keras-hub's "
+            "`TextClassifier.from_preset` would put a fresh CLS head on it)"
+        )
+    return "keras-hub's classifier on the pooled [CLS] output"
