@@ -29,13 +29,10 @@ def run_hf(spec: dict[str, Any]) -> dict[str, Any]:
         BertForSequenceClassification,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,
         set_seed,
     )
 
-    # TF uses every core by default; give PyTorch the same (2 on the project machine).
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    threads = use_all_cores()
     set_seed(spec["seed"])
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
 
@@ -62,27 +59,7 @@ def run_hf(spec: dict[str, Any]) -> dict[str, Any]:
         return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
     with tempfile.TemporaryDirectory(prefix="tfsft-bench-hf-") as out_dir:
-        args = TrainingArguments(
-            output_dir=out_dir,
-            num_train_epochs=spec["epochs"],
-            per_device_train_batch_size=spec["batch_size"],
-            per_device_eval_batch_size=spec["batch_size"],
-            learning_rate=spec["learning_rate"],
-            weight_decay=spec["weight_decay"],
-            # The step count, not a ratio: the same rounded number as the TF runs.
-            warmup_steps=spec["warmup_steps"],
-            lr_scheduler_type="linear",
-            adam_epsilon=1e-8,
-            max_grad_norm=spec["max_grad_norm"] or 0.0,  # 0 disables clipping
-            seed=spec["seed"],
-            eval_strategy="epoch",
-            save_strategy="no",
-            logging_strategy="epoch",
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
+        args = training_arguments(spec, out_dir)
         trainer = Trainer(
             model=model,
             args=args,
@@ -110,6 +87,43 @@ def run_hf(spec: dict[str, Any]) -> dict[str, Any]:
             "accelerate": accelerate.__version__,
         },
     }
+
+
+def use_all_cores() -> int:
+    """Gives PyTorch every core, as TF takes by default (2 on the project machine)."""
+    import torch
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
+def training_arguments(spec: dict[str, Any], out_dir: str) -> Any:
+    """The Trainer's settings from the spec, shared by both HF runners so the
+    classification and token-classification comparisons use one recipe."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out_dir,
+        num_train_epochs=spec["epochs"],
+        per_device_train_batch_size=spec["batch_size"],
+        per_device_eval_batch_size=spec["batch_size"],
+        learning_rate=spec["learning_rate"],
+        weight_decay=spec["weight_decay"],
+        # The step count, not a ratio: the same rounded number as the TF runs.
+        warmup_steps=spec["warmup_steps"],
+        lr_scheduler_type="linear",
+        adam_epsilon=1e-8,
+        max_grad_norm=spec["max_grad_norm"] or 0.0,  # 0 disables clipping
+        seed=spec["seed"],
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Turning benchmark results into the markdown of docs/benchmarks.md.
+"""Turning classification benchmark results into markdown (docs/benchmarks.md).
 
 Plain functions of plain data (no TensorFlow), so the formatting is unit-tested.
 """
@@ -163,7 +163,9 @@ def process_table(processes: list[dict[str, Any]], cores: int) -> list[str]:
     return lines
 
 
-def contention_warning(processes: list[dict[str, Any]], cores: int) -> str | None:
+def contention_warning(
+    processes: list[dict[str, Any]], cores: int, peaks: bool = True
+) -> str | None:
     """A warning when other jobs clearly shared the CPUs during the run, else None.
 
     A runner busy on every core adds about ``cores`` to the load average by itself;
@@ -180,8 +182,9 @@ def contention_warning(processes: list[dict[str, Any]], cores: int) -> str | Non
         f"average reached {peak_load:.1f} on {cores} cores (this benchmark alone "
         f"accounts for about {cores}), and the runner processes kept only "
         f"{min(busy):.2f}-{max(busy):.2f} of {cores} cores busy on average. Times "
-        "are inflated, the matmul peaks deflated, and the ratios between runners "
-        "may differ on an idle machine."
+        "are inflated, "
+        + ("the matmul peaks deflated, " if peaks else "")
+        + "and the ratios between runners may differ on an idle machine."
     )
 
 
@@ -234,48 +237,88 @@ def method_notes(d: EncoderDims) -> list[str]:
     ]
 
 
-def render(report: Report) -> str:
-    """The whole docs/benchmarks.md."""
-    h = report.hyper
-    by_name = {r.name: r for r in report.rows}
-    out = [
-        "# Benchmarks",
-        "",
-        f"Written by `scripts/benchmark.py` on {report.date}. Each runner ran in its "
-        "own process, one after another. The machine may have been shared with other "
+def intro_lines(
+    date: str, processes: list[dict[str, Any]], cores: int, peaks: bool = True
+) -> list[str]:
+    """What every section says first: when, how, and a warning if the CPUs were
+    shared (``peaks``: the section reports matmul peaks)."""
+    warning = contention_warning(processes, cores, peaks)
+    return [
+        f"Written by `scripts/benchmark.py` on {date}. Each runner ran in its own "
+        "process, one after another. The machine may have been shared with other "
         "jobs (load averages below), so treat the timings as indicative. Re-run with "
         "the command below (`python scripts/benchmark.py --help` lists the flags); "
-        "the script overwrites this file.",
+        "a run in this mode replaces this part of the file and keeps the rest.",
         "",
-        *(
-            [warning, ""]
-            if (warning := contention_warning(report.processes, report.cores))
-            else []
-        ),
-        "## Machine and versions",
+        *([warning, ""] if warning else []),
+    ]
+
+
+def setup_lines(
+    machine: dict[str, str],
+    versions: dict[str, str],
+    command: str,
+    tfsft_command: str,
+    hyper: dict[str, Any],
+) -> list[str]:
+    """Machine, versions, the exact commands and the hyper-parameters."""
+    return [
+        "### Machine and versions",
         "",
-        *[f"- {k}: {v}" for k, v in report.machine.items()],
-        *[f"- {k}: {v}" for k, v in report.versions.items()],
+        *[f"- {k}: {v}" for k, v in machine.items()],
+        *[f"- {k}: {v}" for k, v in versions.items()],
         "",
-        "## Command",
+        "### Command",
         "",
         "```bash",
-        report.command,
+        command,
         "```",
         "",
         "The tfsft runner ran:",
         "",
         "```bash",
-        report.tfsft_command,
+        tfsft_command,
         "```",
         "",
-        "## Hyper-parameters (from the tfsft config after overrides; all runners)",
+        "### Hyper-parameters (from the tfsft config after overrides; all runners)",
         "",
         "| setting | value |",
         "|---|---|",
-        *[f"| {k} | {v} |" for k, v in h.items()],
+        *[f"| {k} | {v} |" for k, v in hyper.items()],
         "",
-        "## Matmul peaks (TensorFlow, 2048 x 2048 x 2048, best of 5 rounds)",
+    ]
+
+
+def processes_lines(processes: list[dict[str, Any]], cores: int) -> list[str]:
+    if not processes:
+        return []
+    return [
+        "### Processes (how much of the machine each runner got)",
+        "",
+        "Whole process lifetimes (imports, model loading and tokenization "
+        "included). A load average above the core count while a runner ran "
+        "means other jobs shared the CPUs, and its times are inflated.",
+        "",
+        *process_table(processes, cores),
+        "",
+    ]
+
+
+def render(report: Report) -> str:
+    """The classification section of docs/benchmarks.md (bench_sections places it)."""
+    by_name = {r.name: r for r in report.rows}
+    out = [
+        "## Sentence classification",
+        "",
+        *intro_lines(report.date, report.processes, report.cores),
+        *setup_lines(
+            report.machine,
+            report.versions,
+            report.command,
+            report.tfsft_command,
+            report.hyper,
+        ),
+        "### Matmul peaks (TensorFlow, 2048 x 2048 x 2048, best of 5 rounds)",
         "",
         "| dtype | peak GFLOP/s | median GFLOP/s |",
         "|---|---:|---:|",
@@ -285,7 +328,7 @@ def render(report: Report) -> str:
             for name, p in report.peaks.items()
         ],
         "",
-        "## Fine-tuning, one run each",
+        "### Fine-tuning, one run each",
         "",
         *results_table(report.rows),
         "",
@@ -299,23 +342,13 @@ def render(report: Report) -> str:
         out.append("")
     if report.fixed:
         out += [
-            "## Fixed shapes (tfsft's model, random token ids, no padding)",
+            "### Fixed shapes (tfsft's model, random token ids, no padding)",
             "",
             *fixed_table(report.fixed),
             "",
             goal_sentence(report.fixed),
             "",
         ]
-    if report.processes:
-        out += [
-            "## Processes (how much of the machine each runner got)",
-            "",
-            "Whole process lifetimes (imports, model loading and tokenization "
-            "included). A load average above the core count while a runner ran "
-            "means other jobs shared the CPUs, and its times are inflated.",
-            "",
-            *process_table(report.processes, report.cores),
-            "",
-        ]
-    out += ["## How the figures are computed", "", *[f"- {n}" for n in report.notes]]
+    out += processes_lines(report.processes, report.cores)
+    out += ["### How the figures are computed", "", *[f"- {n}" for n in report.notes]]
     return "\n".join(out) + "\n"

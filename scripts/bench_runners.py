@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,20 @@ class Plan:
     dims: EncoderDims
     hyper: dict[str, Any]
     padding: str
+    runners: list[str] = field(default_factory=list)  # in the order they run
+    task: str = "classification"  # or token_classification
+
+
+def tfsft_padding(cfg: Any) -> str:
+    """How `tfsft train` pads its batches, in words."""
+    from tfsft.data.pipeline import bucket_widths  # imports TF: only once data is ok
+
+    widths = bucket_widths(cfg.data.length_buckets, cfg.model.sequence_length)
+    if not widths:
+        return f"fixed {cfg.model.sequence_length}"
+    return (
+        f"widths {widths}, length-grouped windows of {cfg.data.length_grouping} batches"
+    )
 
 
 def child_env(with_tfsft: bool) -> dict[str, str]:
@@ -127,6 +141,7 @@ class Bench:
         self.hf_python: Path | None = None
         self.hf_message = ""
         self.tfsft_command = "(tfsft runner not selected)"
+        self.tfsft_status: dict[str, Any] = {}
         self.children: dict[str, Child] = {}
 
     def spawn(
@@ -201,7 +216,8 @@ class Bench:
             accuracy=result["accuracy"],
         )
 
-    def run_tfsft(self) -> RunnerRow:
+    def train_tfsft(self) -> dict[str, Any] | str:
+        """Runs `tfsft train`; returns its metrics.json, or why it failed."""
         command = ["tfsft", "train", self.args.config]
         for item in [*self.plan.overrides, f"train.output_dir={self.tfsft_runs}"]:
             command += ["--set", item]
@@ -209,11 +225,14 @@ class Bench:
         say(f"tfsft: {self.tfsft_command}")
         stdout = self.logs / "tfsft.stdout"
         argv = [sys.executable, "-m", "tfsft", *command[1:]]
-        code, rss, log = self.spawn("tfsft", argv, child_env(True), stdout)
+        code, _, log = self.spawn("tfsft", argv, child_env(True), stdout)
         if code != 0:
-            return RunnerRow("tfsft", "failed", f"exit {code}: {tail(log)}")
+            return f"exit {code}: {tail(log)}"
         run_dir = Path(stdout.read_text().strip().splitlines()[-1])
         metrics = read_json(run_dir / "metrics.json")
+        from tfsft.runs import read_status  # the parent has tfsft; children may not
+
+        self.tfsft_status = read_status(run_dir)  # holds the precision it used
         shutil.copy(run_dir / "metrics.json", self.logs / "tfsft-metrics.json")
         kept = f"run dir {run_dir}"
         if not self.args.keep_runs:  # a run dir holds ~200 MB of weights
@@ -224,12 +243,19 @@ class Bench:
             f"train_examples_per_second {metrics['train_examples_per_second']} "
             f"({kept})."
         )
+        return metrics
+
+    def run_tfsft(self) -> RunnerRow:
+        metrics = self.train_tfsft()
+        if isinstance(metrics, str):
+            return RunnerRow("tfsft", "failed", metrics)
         result = {
             "train_seconds": metrics["train_seconds"],
             "accuracy": metrics["accuracy"],
             "train_lengths": self.train_lengths,
             "precision": self.tfsft_precision,
         }
+        rss = self.children["tfsft"].rss_bytes
         return self.row("tfsft", result, rss, self.plan.padding)
 
     def run_keras_hub(self) -> RunnerRow:
@@ -249,23 +275,33 @@ class Bench:
         self.notes.append(self.hf_message + ".")
         say(message)
 
+    def train_hf(self, script: str) -> dict[str, Any] | str:
+        """Runs an HF runner ``script`` in the HF venv (prepare_hf first); returns
+        its result, or why it failed."""
+        if self.hf_python is None:
+            raise RuntimeError("train_hf: prepare_hf() found no HF venv")
+        out = self.tmp / "hf.json"
+        command = [
+            str(self.hf_python),
+            str(SCRIPTS / script),
+            str(self.spec_file),
+            str(out),
+        ]
+        code, _, log = self.spawn("hf", command, child_env(False), None)
+        if code != 0:
+            return f"exit {code}: {tail(log)}"
+        result = read_json(out)
+        self.versions |= result["versions"]
+        self.notes.append(f"HF: torch.set_num_threads({result['threads']}).")
+        return result
+
     def run_hf(self) -> RunnerRow:
         if self.hf_python is None:
             return RunnerRow("hf", "skipped", self.hf_message)
         say("HF transformers Trainer")
-        out = self.tmp / "hf.json"
-        command = [
-            str(self.hf_python),
-            str(SCRIPTS / "bench_hf.py"),
-            str(self.spec_file),
-            str(out),
-        ]
-        code, rss, log = self.spawn("hf", command, child_env(False), None)
-        if code != 0:
-            return RunnerRow("hf", "failed", f"exit {code}: {tail(log)}")
-        result = read_json(out)
-        self.versions |= result["versions"]
-        self.notes.append(f"HF: torch.set_num_threads({result['threads']}).")
+        result = self.train_hf("bench_hf.py")
+        if isinstance(result, str):
+            return RunnerRow("hf", "failed", result)
         if self.train_lengths:
             # Both tokenizers come from the same vocab.txt; say so if they disagree.
             hf_tokens, tf_tokens = sum(result["train_lengths"]), sum(self.train_lengths)
@@ -273,7 +309,9 @@ class Bench:
                 f"Real training tokens per epoch: {tf_tokens:,} with the keras-hub "
                 f"tokenizer (tfsft, keras-hub), {hf_tokens:,} with the HF tokenizer."
             )
-        return self.row("hf", result, rss, "dynamic (per batch)")
+        return self.row(
+            "hf", result, self.children["hf"].rss_bytes, "dynamic (per batch)"
+        )
 
     def run_fixed(self, precision: str) -> FixedRow:
         label = "tfsft default" if precision == "default" else f"tfsft {precision}"

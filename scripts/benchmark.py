@@ -5,6 +5,7 @@ Run from the repository root (the config's data paths are relative to it):
     python scripts/benchmark.py                      # 4,000 SST-2 rows, all runners
     python scripts/benchmark.py --train-rows 256 --runners tfsft,keras_hub
     python scripts/benchmark.py --set train.batch_size=32 --out /tmp/bench.md
+    python scripts/benchmark.py --config configs/conll2003_minilm.yaml  # NER
 
 Runners (each in its own process, one after another):
   tfsft      `tfsft train CONFIG --set data.max_train_examples=N --set train.epochs=1`
@@ -12,9 +13,13 @@ Runners (each in its own process, one after another):
   hf         transformers Trainer on PyTorch CPU, dynamic padding, in its own venv
   fixed      tfsft's model on random ids, batch 32 x 128 tokens (MFU micro-benchmark)
 
-Hyper-parameters and the training rows come from the tfsft config after overrides,
-so all runners train the same thing. The markdown report goes to --out and stdout,
-progress to stderr. A benchmark, not a test: it asserts no times.
+The config's task picks the mode: `classification` (all four runners) or
+`token_classification` (tfsft and hf, the latter with AutoModelForTokenClassification
+as HF's run_ner.py does; see bench_ner.py). Hyper-parameters and the training rows
+come from the tfsft config after overrides, so all runners train the same thing.
+The markdown goes to stdout and into the mode's own section of --out (the other
+mode's section is kept; see bench_sections.py), progress to stderr. A benchmark,
+not a test: it asserts no times.
 """
 
 from __future__ import annotations
@@ -33,10 +38,14 @@ from typing import Any
 
 from bench_common import EncoderDims, read_json
 from bench_env import machine_facts, package_versions
+from bench_ner import make_ner_plan, run_ner
 from bench_report import FixedRow, Report, RunnerRow, method_notes, render
-from bench_runners import Bench, Plan, say
+from bench_report_ner import NerReport, NerRow, ner_notes, render_ner
+from bench_runners import Bench, Plan, say, tfsft_padding
+from bench_sections import SectionError, check_out, write_section
 
 RUNNERS = ("tfsft", "keras_hub", "hf", "fixed")
+TASKS = ("classification", "token_classification")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,10 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--runners",
-        default=",".join(RUNNERS),
-        help=f"comma-separated subset of {','.join(RUNNERS)} (default: all)",
+        default=None,
+        help=f"comma-separated subset of {','.join(RUNNERS)} (default: all of them "
+        "for a classification config, tfsft,hf for token classification)",
     )
-    parser.add_argument("--out", default="docs/benchmarks.md", type=Path)
+    parser.add_argument(
+        "--out",
+        default="docs/benchmarks.md",
+        type=Path,
+        help="markdown file whose section for this mode is replaced (the rest kept)",
+    )
     parser.add_argument(
         "--hf-venv",
         default=".bench/hf-venv",
@@ -84,13 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="precisions of the fixed-shapes rows; 'default' = the config's",
     )
     args = parser.parse_args(argv)
-    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
-    unknown = sorted(set(runners) - set(RUNNERS))
-    if unknown or not runners:
-        parser.error(f"--runners: unknown {unknown}; choose from {','.join(RUNNERS)}")
+    if args.runners is not None:  # None: the mode's default, known once configured
+        runners = [r.strip() for r in args.runners.split(",") if r.strip()]
+        unknown = sorted(set(runners) - set(RUNNERS))
+        if unknown or not runners:
+            parser.error(
+                f"--runners: unknown {unknown}; choose from {','.join(RUNNERS)}"
+            )
+        args.runners = [r for r in RUNNERS if r in runners]  # always in this order
     if args.train_rows < 0 or args.fixed_steps < 1:
         parser.error("--train-rows must be >= 0 and --fixed-steps >= 1")
-    args.runners = [r for r in RUNNERS if r in runners]  # always in this order
     return args
 
 
@@ -106,8 +124,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
     rows = args.train_rows or "null"
     overrides = [f"data.max_train_examples={rows}", "train.epochs=1", *args.overrides]
     cfg = tfsft.load_config(args.config, overrides)
-    if cfg.task != "classification":
-        raise ConfigError(f"{args.config}: the benchmark needs task: classification")
+    if cfg.task not in TASKS:
+        raise ConfigError(
+            f"{args.config}: the benchmark needs task: {' or '.join(TASKS)} "
+            f"(got {cfg.task})"
+        )
+    if cfg.task == "token_classification":  # before loading data: a quick error
+        from bench_ner import ner_runners
+
+        ner_runners(args.runners)
     if not cfg.data.validation:
         raise ConfigError(f"{args.config}: the benchmark needs a data.validation file")
     if cfg.train.schedule != "linear":
@@ -123,9 +148,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
             f"model.preset: {cfg.model.preset} is not a Hugging Face-format model dir "
             "(config.json with hidden_size); all three runners need one"
         )
+    dims = EncoderDims.from_hf_config(hf_config)
+    if cfg.task == "token_classification":
+        return make_ner_plan(args, cfg, overrides, model_dir, dims)
     # The very rows `tfsft train` will use: tfsft's own loader and seeded subset.
     splits = tfsft.load_splits(cfg)
-    labels = tfsft.build_label_spec(cfg.task, splits.train, cfg.data)
+    task = tfsft.get_task(cfg)
+    labels = task.build_labels(splits.train, cfg.data)
     tc = cfg.train
     # Step counts as tfsft derives them (tfsft/training/optim.py, trainer.py).
     total_steps = math.ceil(len(splits.train) / tc.batch_size) * tc.epochs
@@ -146,11 +175,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "max_grad_norm": tc.max_grad_norm,
         "seed": tc.seed,
         "train": _split(
-            splits.train, tfsft.encode_labels(labels, splits.train, cfg.data)
+            splits.train, task.encode_targets(labels, splits.train, cfg.data)
         ),
         "validation": _split(
             splits.validation,
-            tfsft.encode_labels(labels, splits.validation, cfg.data),
+            task.encode_targets(labels, splits.validation, cfg.data),
         ),
     }
     hyper = {
@@ -172,15 +201,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "tfsft runtime": f"precision {cfg.runtime.precision}, "
         f"jit_compile {cfg.runtime.jit_compile}",
     }
-    from tfsft.data.pipeline import bucket_widths  # imports TF: only once data is ok
-
-    widths = bucket_widths(cfg.data.length_buckets, cfg.model.sequence_length)
-    padding = (
-        f"widths {widths}, length-grouped windows of {cfg.data.length_grouping} batches"
-        if widths
-        else f"fixed {cfg.model.sequence_length}"
-    )
-    return Plan(overrides, spec, EncoderDims.from_hf_config(hf_config), hyper, padding)
+    runners = args.runners or list(RUNNERS)
+    return Plan(overrides, spec, dims, hyper, tfsft_padding(cfg), runners)
 
 
 def _split(examples: Any, labels: Any) -> dict[str, list]:
@@ -210,6 +232,45 @@ def run_all(
     return rows, fixed
 
 
+def render_section(
+    plan: Plan,
+    bench: Bench,
+    rows: list[RunnerRow] | list[NerRow],
+    fixed: list[FixedRow],
+    argv: list[str] | None,
+    load_start: tuple[float, float, float],
+) -> str:
+    """The markdown of this mode's section of the report."""
+    machine = machine_facts()
+    machine["load average (1/5/15 min) at start; at end"] = "; ".join(
+        " ".join(f"{x:.2f}" for x in load) for load in (load_start, os.getloadavg())
+    )
+    shared = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        ),
+        "command": shlex.join(
+            ["python", "scripts/benchmark.py", *(argv or sys.argv[1:])]
+        ),
+        "tfsft_command": bench.tfsft_command,
+        "machine": machine,
+        "versions": package_versions() | bench.versions,
+        "hyper": plan.hyper,
+        "processes": [
+            {"process": tag, **dataclasses.asdict(child)}
+            for tag, child in bench.children.items()
+        ],
+        "cores": len(os.sched_getaffinity(0)),
+    }
+    if plan.task == "token_classification":
+        notes = ner_notes(plan.spec["sequence_length"]) + bench.notes
+        return render_ner(NerReport(rows=rows, notes=notes, **shared))
+    notes = method_notes(plan.dims) + bench.notes
+    return render(
+        Report(peaks=bench.peaks, rows=rows, fixed=fixed, notes=notes, **shared)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -222,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        check_out(args.out)  # a broken --out would only fail after the whole run
         plan = make_plan(args)
-    except TfsftError as e:
+    except (TfsftError, SectionError) as e:
         hint = ""
         if "not found" in str(e):
             cwd = Path.cwd()
@@ -232,42 +294,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="tfsft-bench-"))  # the data copy: never kept
+    fixed: list[FixedRow] = []
     try:
         bench = Bench(args, plan, tmp)
-        rows, fixed = run_all(bench, args.runners, args.fixed_precisions)
+        if plan.task == "token_classification":
+            rows: list[RunnerRow] | list[NerRow] = run_ner(bench, plan.runners)
+        else:
+            rows, fixed = run_all(bench, plan.runners, args.fixed_precisions)
     except KeyboardInterrupt:
         print("benchmark: interrupted; nothing written", file=sys.stderr)
         return 130
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    machine = machine_facts()
-    machine["load average (1/5/15 min) at start; at end"] = "; ".join(
-        " ".join(f"{x:.2f}" for x in load) for load in (load_start, os.getloadavg())
-    )
-    report = Report(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M UTC"
-        ),
-        command=shlex.join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])]),
-        tfsft_command=bench.tfsft_command,
-        machine=machine,
-        versions=package_versions() | bench.versions,
-        hyper=plan.hyper,
-        peaks=bench.peaks,
-        rows=rows,
-        fixed=fixed,
-        notes=method_notes(plan.dims) + bench.notes,
-        processes=[
-            {"process": tag, **dataclasses.asdict(child)}
-            for tag, child in bench.children.items()
-        ],
-        cores=len(os.sched_getaffinity(0)),
-    )
-    text = render(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
-    say(f"wrote {args.out}; logs in {bench.logs}")
+    text = render_section(plan, bench, rows, fixed, argv, load_start)
+    print(text)  # first: the results survive a failed write below
+    try:
+        write_section(args.out, plan.task, text)
+    except (OSError, SectionError) as e:  # e.g. its markers were edited meanwhile
+        print(f"benchmark: error: not written: {e}", file=sys.stderr)
+        return 2
+    say(f"wrote the {plan.task} section of {args.out}; logs in {bench.logs}")
     failed = [r.name for r in rows if r.status == "failed"]
     failed += [r.label for r in fixed if r.status == "failed"]
     if failed:

@@ -124,3 +124,72 @@ def easy_data(tmp_path: Path) -> tuple[Path, Path]:
     return write(tmp_path / "easy_train.tsv", rows(96)), write(
         tmp_path / "easy_dev.tsv", rows(40)
     )
+
+
+# ---- token classification: synthetic CoNLL data the tiny model learns quickly ----
+
+# Entities are words of the tiny vocabulary, so a tiny model learns them quickly.
+ENTITIES = {
+    "PER": [["chair"], ["desk"], ["guide", "hand"]],
+    "LOC": [["harbour"], ["beach"], ["airport", "hotel"]],
+    "ORG": [["airline"], ["ferry", "market"]],
+}
+FILLER = ["the", "film", "was", "and", "good", "great", "food", "cold", "fast", "it"]
+
+
+def synthetic_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words: list[str] = []
+        labels: list[str] = []
+        for _ in range(rng.randint(1, 3)):
+            filler = rng.sample(FILLER, rng.randint(1, 3))
+            words += filler
+            labels += ["O"] * len(filler)
+            kind = rng.choice(sorted(ENTITIES))
+            entity = rng.choice(ENTITIES[kind])
+            words += entity
+            labels += [f"B-{kind}"] + [f"I-{kind}"] * (len(entity) - 1)
+        out.append((words, labels))
+    return out
+
+
+def conll_text(sentences: list[tuple[list[str], list[str]]]) -> str:
+    blocks = ["-DOCSTART- -X- -X- O\n"]
+    for words, labels in sentences:
+        blocks.append(
+            "".join(f"{w} NN B-NP {t}\n" for w, t in zip(words, labels, strict=True))
+        )
+    return "\n".join(blocks)
+
+
+def ner_config(root: Path, name: str = "ner", **sections) -> dict:
+    raw = {
+        "name": name,
+        "task": "token_classification",
+        "data": {
+            "train": str(root / "train.txt"),
+            "validation": str(root / "valid.txt"),
+        },
+        "model": {"preset": "tiny", "sequence_length": 16, "dropout": 0.0},
+        "train": {
+            "epochs": 4,
+            "batch_size": 16,
+            "learning_rate": 1e-2,
+            "warmup_ratio": 0.0,
+            "output_dir": str(root / "runs"),
+        },
+        # float32: the export comparison checks scores to 1e-5.
+        "runtime": {"precision": "float32"},
+    }
+    for key, values in sections.items():
+        raw[key] = {**raw.get(key, {}), **values}
+    return raw
+
+
+def write_ner_data(root: Path) -> Path:
+    """Synthetic CoNLL train (128 sentences) and validation (40) files in ``root``."""
+    write(root / "train.txt", conll_text(synthetic_sentences(128, 0)))
+    write(root / "valid.txt", conll_text(synthetic_sentences(40, 1)))
+    return root

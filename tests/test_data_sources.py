@@ -5,9 +5,17 @@ import pytest
 from conftest import SHARED, write
 
 from tfsft.config import DataConfig
-from tfsft.data.labels import build_label_spec, encode_labels
 from tfsft.data.sources import describe_skipped, load_examples
 from tfsft.errors import DataError
+from tfsft.tasks import get_task
+
+
+def build_label_spec(task, examples, cfg):
+    return get_task(task).build_labels(examples, cfg)
+
+
+def encode_labels(spec, examples, cfg):
+    return get_task(spec.task).encode_targets(spec, examples, cfg)
 
 
 def cfg(**kw) -> DataConfig:

@@ -27,9 +27,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tfsft.config import DataConfig, ExperimentConfig, load_config
-from tfsft.data.labels import build_label_spec, encode_labels
 from tfsft.data.sources import describe_skipped, load_examples
 from tfsft.errors import ConfigError, DataError, TfsftError
+from tfsft.tasks import get_task
+
+
+def build_label_spec(task, examples, cfg):
+    return get_task(task).build_labels(examples, cfg)
+
+
+def encode_labels(spec, examples, cfg):
+    return get_task(spec.task).encode_targets(spec, examples, cfg)
+
 
 FUZZ = settings(
     max_examples=200,

@@ -3,9 +3,28 @@ import json
 import numpy as np
 import pytest
 
+from tfsft.config import EvaluateConfig
+from tfsft.data.labels import LabelSpec
+from tfsft.data.pipeline import Encoded
 from tfsft.data.sources import Examples
-from tfsft.evaluation.metrics import compute_metrics
-from tfsft.evaluation.report import worst_errors, write_report
+from tfsft.tasks import get_task
+
+
+def compute_metrics(task, y, scores, names=(), threshold=0.5):
+    return get_task(task).compute_metrics(
+        y, scores, names, EvaluateConfig(threshold=threshold)
+    )
+
+
+def write_report(out_dir, task, examples, y, scores, names):
+    encoded = Encoded({}, np.arange(len(examples)), y)
+    return get_task(task).write_report(
+        out_dir, examples, encoded, scores, LabelSpec(task, names), EvaluateConfig()
+    )
+
+
+def worst_errors(task, examples, y, scores, names):
+    return get_task(task).error_records(examples, y, scores, names, EvaluateConfig())
 
 
 def test_classification_metrics_match_definitions():

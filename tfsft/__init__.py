@@ -9,9 +9,9 @@ can stop at any point and call ``model.fit`` itself::
     tfsft.predict(run, ["what a lovely film"])
     tfsft.evaluate(run.dir, split="validation")
 
-Building blocks: `load_splits`, `build_label_spec`, `encode_labels`,
-`load_preprocessor`, `make_dataset`, `build_model`, `compile_model`, `make_callbacks`,
-`make_optimizer`, `count_params`.
+Building blocks: `get_task` (the task object: labels, encoding, head, report),
+`load_splits`, `prepare_data`, `resolve_preset`, `make_dataset`, `build_model`,
+`compile_model`, `make_callbacks`, `make_optimizer`, `count_params`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,13 @@ _LAZY = {
     "evaluate": "tfsft.evaluation.inference",
     "Run": "tfsft.runs",
     "load_run": "tfsft.runs",
+    "prepare_data": "tfsft.training.trainer",
+    "get_task": "tfsft.tasks",
     "load_splits": "tfsft.data.splits",
-    "build_label_spec": "tfsft.data.labels",
-    "encode_labels": "tfsft.data.labels",
     "make_dataset": "tfsft.data.pipeline",
-    "load_preprocessor": "tfsft.models.backbones",
     "resolve_preset": "tfsft.models.backbones",
-    "build_model": "tfsft.models.tasks",
-    "count_params": "tfsft.models.peft",
+    "build_model": "tfsft.models.build",
+    "count_params": "tfsft.models.freeze",
     "make_callbacks": "tfsft.training.callbacks",
     "make_optimizer": "tfsft.training.optim",
     "export_model": "tfsft.export.saved_model",

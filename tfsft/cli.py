@@ -177,45 +177,36 @@ def evaluate(
 @app.command()
 @_handle_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run dir written by `tfsft train`.")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="Run dir written by `tfsft train`, or an export "
+            "(saved_models/NAME[/VERSION])."
+        ),
+    ],
     text: Annotated[
-        list[str] | None, typer.Option(help="A text to classify (repeatable).")
+        list[str] | None, typer.Option(help="A text to predict (repeatable).")
     ] = None,
     text_pair: Annotated[
         list[str] | None, typer.Option(help="Second text, for pair models.")
     ] = None,
     input: Annotated[
         Path | None,
-        typer.Option(help="CSV/TSV/JSONL/JSON file with the run's text columns."),
+        typer.Option(help="CSV/TSV/JSONL/JSON file with the run's input columns."),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="JSON-lines output file.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite --output.")] = False,
 ) -> None:
-    """Predict labels for --text or an --input file; JSON lines out."""
+    """Predict for --text or an --input file, with a run or an export; JSON lines."""
     if bool(text) == bool(input):
         raise TfsftError("give either --text (with --text-pair for pairs) or --input")
     _refuse_overwrite(output, force)
-    from tfsft.evaluation.inference import predict as run_predict
-    from tfsft.evaluation.inference import read_inputs
-    from tfsft.runs import load_run
+    from tfsft.evaluation.inference import predict_lines
 
-    loaded = load_run(run)
-    rows: list[dict[str, Any]]
-    if input is not None:
-        rows, texts, pairs = read_inputs(input, loaded.config.data)
-    else:
-        texts, pairs = list(text or []), list(text_pair) if text_pair else None
-        rows = [
-            {"text": t} | ({"text_pair": p} if pairs else {})
-            for t, p in zip(texts, pairs or texts, strict=True)
-        ]
+    texts, pairs = list(text or []), list(text_pair) if text_pair else None
     with contextlib.redirect_stdout(sys.stderr):
-        predictions = run_predict(loaded, texts, pairs)
-    lines = [
-        json.dumps(row | pred, ensure_ascii=False)
-        for row, pred in zip(rows, predictions, strict=True)
-    ]
-    _emit("\n".join(lines), output)
+        lines = predict_lines(run, texts, pairs, input)
+    _emit("\n".join(json.dumps(line, ensure_ascii=False) for line in lines), output)
 
 
 @app.command()
@@ -332,22 +323,11 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
 
     summary = inspect_splits(cfg)
     table = Table(title=f"{cfg.name}: data")
-    for column in (
-        "split",
-        "rows",
-        "skipped",
-        "labels",
-        "tokens mean/p95/max",
-        "truncated",
-    ):
-        table.add_column(column)
+    keys = list(summary[0])
+    for key in keys:
+        table.add_column("tokens mean/p95/max" if key == "tokens" else key)
     for row in summary:
-        table.add_row(
-            *(
-                str(row[k])
-                for k in ("split", "rows", "skipped", "labels", "tokens", "truncated")
-            )
-        )
+        table.add_row(*(str(row[k]) for k in keys))
     err.print(table)
     typer.echo(json.dumps(summary, indent=2))
 

@@ -30,8 +30,10 @@ from tfsft.config_messages import (
     within,
 )
 from tfsft.errors import ConfigError
+from tfsft.tasks import TASKS
 
-Task = Literal["classification", "multilabel", "regression"]
+# The task names come from the registry of tasks (a plain dict, light to import).
+Task = Literal[tuple(TASKS)]
 # host:port of a multi-worker process, e.g. 10.0.0.2:12345 or [::1]:2222.
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
 
@@ -51,7 +53,11 @@ class DataConfig(_Strict):
         description="Hold out this fraction of train (stratified, seeded) when "
         "there is no validation file.",
     )
-    format: Literal["auto", "csv", "tsv", "jsonl", "json"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "conll"] = Field(
+        default="auto",
+        description="auto: from the extension (.txt is tsv, or conll for "
+        "token_classification; .conll is conll).",
+    )
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -86,6 +92,36 @@ class DataConfig(_Strict):
     )
     clean_text: bool = Field(
         default=True, description="Normalise Unicode (NFC) and collapse whitespace."
+    )
+    tokens_column: str = Field(
+        default="tokens",
+        description="token_classification, JSON/JSONL: the field with a sentence's "
+        "words (a list).",
+    )
+    tags_column: str = Field(
+        default="tags",
+        description="token_classification, JSON/JSONL: the field with their tags.",
+    )
+    conll_tag_column: int = Field(
+        default=-1,
+        description="token_classification, CoNLL files: the column holding the tag "
+        "(0 is the token; negative counts from the end; default the last).",
+    )
+    tag_scheme: Literal["auto", "iob1", "iob2", "bioes"] = Field(
+        default="auto",
+        description="token_classification: the tags' scheme, or auto to detect it "
+        "from the training data. IOB1 is converted to IOB2 when read.",
+    )
+    repair_tags: bool = Field(
+        default=False,
+        description="token_classification: rewrite illegal tag sequences (an I-X "
+        "after O becomes B-X) instead of stopping, and report how many changed.",
+    )
+    stride: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="token_classification: sub-tokens that consecutive windows of a "
+        "sentence longer than model.sequence_length share (default: a quarter of "
+        "a window).",
     )
     tfds_data_dir: str | None = Field(
         default=None, description="data_dir of prepared TFDS datasets (works offline)."
@@ -151,8 +187,9 @@ class TrainConfig(_Strict):
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     monitor: str | None = Field(
         default=None,
-        description="Metric that picks the best checkpoint, e.g. val_accuracy; "
-        "default: val_accuracy for classification, val_loss otherwise.",
+        description="Metric that picks the best checkpoint, e.g. val_accuracy; its "
+        "mode (min or max) is the task's. Default: val_accuracy for classification, "
+        "val_entity_f1 for token_classification, val_loss otherwise.",
     )
     save_every_steps: Annotated[int, Field(ge=1)] | None = Field(
         default=None,
@@ -238,6 +275,22 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _token_classification_keys(self) -> ExperimentConfig:
+        if self.task != "token_classification":
+            return self
+        if self.data.text_pair_column is not None:
+            raise ValueError(
+                "data.text_pair_column: token_classification tags single sentences"
+            )
+        window = self.model.sequence_length - 2
+        if self.data.stride is not None and self.data.stride >= window:
+            raise ValueError(
+                f"data.stride: {self.data.stride} must be less than the "
+                f"{window} sub-tokens a window holds (model.sequence_length - 2)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tpu_shapes_are_static(self) -> ExperimentConfig:

@@ -32,7 +32,7 @@ class Run:
     dir: Path
     config: ExperimentConfig
     labels: LabelSpec
-    model: Any = None  # keras_hub TextClassifier; None until loaded
+    model: Any = None  # the task's keras-hub model; None until loaded
     metrics: dict[str, float] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
 
@@ -120,13 +120,13 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> Run:
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     model = None
     if with_model:
-        from tfsft.models.tasks import load_classifier
+        from tfsft.tasks import get_task
 
         with warnings.catch_warnings():
             # The saved preset has no optimizer state, by design; keras warns that
             # the (unused) default optimizer found nothing to load.
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-            model = load_classifier(
+            model = get_task(cfg).load_model(
                 run_dir / "model", saved_dtype_policy(run_dir / "model")
             )
     return Run(run_dir, cfg, labels, model=model, metrics=metrics)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfsft.data.pipeline import eval_plan, gather_slices, plan_batches, token_lengths
+from tfsft.data.pipeline import Encoded, eval_plan, gather_slices, plan_batches
 from tfsft.errors import ConfigError, DataError
 
 
@@ -76,8 +76,7 @@ def full_batch_plan(
 
 
 def train_dataset_fn(
-    tokens: dict[str, tf.Tensor],
-    labels: np.ndarray,
+    encoded: Encoded,
     batches: list[np.ndarray],
     sizes: list[int] | None,
     replicas: int,
@@ -98,14 +97,13 @@ def train_dataset_fn(
             for r in range(first, first + local):
                 slices.append(batch[r * per_replica : (r + 1) * per_replica])
                 widths.append(sizes[step] if sizes else 0)
-        return gather_slices(tokens, labels, slices, widths if sizes else None)
+        return gather_slices(encoded, slices, widths if sizes else None)
 
     return dataset_fn
 
 
 def eval_dataset_fn(
-    tokens: dict[str, tf.Tensor],
-    labels: np.ndarray | None,
+    encoded: Encoded,
     batch_size: int,
     widths: list[int] | None,
     replicas: int,
@@ -117,8 +115,7 @@ def eval_dataset_fn(
     rows, or none). Keras weights every replica's metrics by its row count, so the
     epoch's metrics are those of the whole set.
     """
-    full = int(tokens["token_ids"].shape[1])
-    batches, sizes, _ = eval_plan(token_lengths(tokens), batch_size, widths, full)
+    batches, sizes, _ = eval_plan(encoded.lengths(), batch_size, widths, encoded.width)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
@@ -128,6 +125,6 @@ def eval_dataset_fn(
             parts = np.array_split(batch, replicas)
             slices += parts[first : first + local]
             slice_widths += [width] * local
-        return gather_slices(tokens, labels, slices, slice_widths if widths else None)
+        return gather_slices(encoded, slices, slice_widths if widths else None)
 
     return dataset_fn

@@ -1,91 +1,85 @@
-"""tf.data pipelines: tokenize in-graph once, cache, shuffle, batch, prefetch."""
+"""tf.data pipelines over encoded rows: planned, length-bucketed batches.
+
+Every batch the trainer, evaluation and `make_dataset` feed comes from here: a
+plan (which rows make each step, and the width each batch is padded to) computed
+once in NumPy, then one tf.data map that gathers those rows. A plan is a pure
+function of (seed, epoch), which is what lets a resumed run continue at any step.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+import math
 
 import numpy as np
 import tensorflow as tf
 
-from tfsft.data.sources import Examples
-
-# Strings are tokenized in chunks: the WordPiece op is vectorised, so one call on
-# 512 strings is much cheaper than 512 calls on one.
-_TOKENIZE_CHUNK = 512
-
-
-def make_tokenize_fn(preprocessor: Any, paired: bool):
-    """Returns a tf.data map function: raw-text features -> token tensors.
-
-    The keras-hub preprocessor emits a bool ``padding_mask``; it is cast to int32
-    because MirroredStrategy (and the exported signature) cannot carry bools.
-    """
-
-    def tokenize(features: dict[str, tf.Tensor], *rest: tf.Tensor):
-        segments = (
-            (features["text"], features["text_pair"]) if paired else features["text"]
-        )
-        tokens = dict(preprocessor(x=segments))
-        tokens["padding_mask"] = tf.cast(tokens["padding_mask"], tf.int32)
-        return (tokens, *rest) if rest else tokens
-
-    return tokenize
+from tfsft.data.encoded import Encoded
 
 
 def make_dataset(
-    examples: Examples,
-    labels: np.ndarray | None,
-    preprocessor: Any,
+    encoded: Encoded,
     batch_size: int,
     *,
     shuffle: bool = False,
     seed: int = 0,
+    length_buckets: str | list[int] | None = None,
+    length_grouping: int = 1,
 ) -> tf.data.Dataset:
-    """Builds the batched dataset of ``(token dict, labels)`` (or token dicts only).
+    """Batches of ``(x, y)`` (``(x, y, sample_weight)`` when the task weights its
+    targets; ``x`` alone without targets), planned as `tfsft.train` plans them.
+
+    With ``shuffle``, iterating the dataset for the k-th time yields epoch k of the
+    plan `train` would make with this seed, buckets and grouping (so
+    ``model.fit(ds, epochs=E)`` on one device sees the CLI's batches); without it,
+    the rows in order. Either way each batch is padded only to the smallest
+    bucket that holds its longest row.
 
     Args:
-        examples: texts (and optional text pairs).
-        labels: encoded labels aligned with ``examples``, or None for prediction.
-        preprocessor: a keras-hub ``TextClassifierPreprocessor``.
-        batch_size: global batch size.
-        shuffle: reshuffle every epoch (training only); the order is seeded.
-        seed: shuffle seed.
+        encoded: a task's encoded split (``task.encode(...)``).
+        batch_size: rows per batch (the last batch of an epoch may be smaller).
+        shuffle: reshuffle every epoch (training).
+        seed: the shuffle seed (``train.seed``).
+        length_buckets: ``data.length_buckets``: "auto", widths, or None for no
+            trimming (every batch keeps the encoded width).
+        length_grouping: ``data.length_grouping`` (used with ``shuffle``).
     """
-    features = _text_features(examples)
-    elements = (features,) if labels is None else (features, labels)
-    ds = tf.data.Dataset.from_tensor_slices(elements)
-    ds = ds.batch(_TOKENIZE_CHUNK)
-    ds = ds.map(
-        make_tokenize_fn(preprocessor, examples.pairs is not None),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+    widths = bucket_widths(length_buckets, encoded.width)
+    lengths = encoded.lengths()
+    steps = math.ceil(encoded.rows / batch_size)
+    if not shuffle:
+        order = np.arange(encoded.rows)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        sizes = [
+            bucket_width(int(lengths[b].max()), widths, encoded.width) for b in batches
+        ]
+        return gather_slices(encoded, batches, sizes if widths else None)
+    epochs = itertools.count()
+
+    def epoch_plan():
+        # Runs once per iteration of the dataset: the next epoch of the plan.
+        batches, sizes = plan_epoch(
+            lengths,
+            batch_size,
+            seed,
+            next(epochs),
+            widths,
+            encoded.width,
+            length_grouping,
+        )
+        yield from zip(batches, sizes, strict=True)
+
+    plan = tf.data.Dataset.from_generator(
+        epoch_plan,
+        output_signature=(
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([], tf.int32),
+        ),
     )
-    # unbatch() hides the length; restating it lets Keras size epochs and progress.
-    ds = ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(examples)))
-    ds = ds.cache()  # tokenization runs once, not once per epoch
-    if shuffle:
-        ds = ds.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _text_features(examples: Examples) -> dict[str, tf.Tensor]:
-    features = {"text": tf.constant(examples.texts, tf.string)}
-    if examples.pairs is not None:
-        features["text_pair"] = tf.constant(examples.pairs, tf.string)
-    return features
-
-
-def tokenize_all(examples: Examples, preprocessor: Any) -> dict[str, tf.Tensor]:
-    """Tokenizes every example once: a dict of [N, sequence_length] int32 tensors."""
-    ds = tf.data.Dataset.from_tensor_slices(_text_features(examples))
-    ds = ds.batch(_TOKENIZE_CHUNK)
-    ds = ds.map(
-        make_tokenize_fn(preprocessor, examples.pairs is not None),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    chunks = list(ds)
-    return {k: tf.concat([c[k] for c in chunks], axis=0) for k in chunks[0]}
+    gather = _gather_fn(encoded, trim=widths is not None)
+    ds = plan.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
@@ -94,9 +88,12 @@ def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
     Deriving each epoch's shuffle from (seed, epoch) instead of from an iterator's
     state is what lets a resumed run continue at any step with the same batches.
     """
-    return np.stack(
-        [np.random.default_rng([seed, e]).permutation(n) for e in range(epochs)]
-    )
+    return np.stack([epoch_order(n, seed, e) for e in range(epochs)])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled order of ``n`` rows in one epoch (see `epoch_orders`)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 def bucket_widths(
@@ -125,38 +122,56 @@ def plan_batches(
     full: int,
     group: int = 1,
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Example indices and padded width of every training step, all epochs.
+    """Row indices and padded width of every training step, all epochs.
+
+    The epochs of `plan_epoch`, one after another.
+    """
+    batches: list[np.ndarray] = []
+    sizes: list[int] = []
+    for epoch in range(epochs):
+        epoch_batches, epoch_sizes = plan_epoch(
+            lengths, batch_size, seed, epoch, widths, full, group
+        )
+        batches += epoch_batches
+        sizes += epoch_sizes
+    return batches, sizes
+
+
+def plan_epoch(
+    lengths: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    widths: list[int] | None,
+    full: int,
+    group: int = 1,
+) -> tuple[list[np.ndarray], list[int]]:
+    """Row indices and padded width of every step of one epoch.
 
     Without ``widths`` every batch is padded to the full sequence length. With them
     (ascending bucket boundaries, the last one the sequence length), each batch is
-    padded only to the smallest width that holds its longest example. With
-    ``group`` > 1, each window of ``group`` batches of the shuffled order is sorted
-    by length before it is cut into batches, and the batches of the epoch are then
-    shuffled: batches stay samples of the whole data, but hold examples of similar
-    length. Everything is seeded by (seed, epoch), and an epoch has
-    ceil(n / batch_size) steps either way.
+    padded only to the smallest width that holds its longest row. With ``group``
+    > 1, each window of ``group`` batches of the shuffled order is sorted by length
+    before it is cut into batches, and the batches of the epoch are then shuffled:
+    batches stay samples of the whole data, but hold rows of similar length.
+    Everything is seeded by (seed, epoch), and an epoch has ceil(n / batch_size)
+    steps either way.
     """
     n = len(lengths)
-    batches: list[np.ndarray] = []
-    sizes: list[int] = []
+    order = epoch_order(n, seed, epoch)
     window = batch_size * group
-    for epoch, order in enumerate(epoch_orders(n, epochs, seed)):
-        if widths and group > 1:
-            order = np.concatenate(
-                [
-                    chunk[np.argsort(lengths[chunk], kind="stable")]
-                    for chunk in np.split(order, range(window, n, window))
-                ]
-            )
-        epoch_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-        if widths and group > 1:
-            shuffle = np.random.default_rng([seed, epoch, 1]).permutation(
-                len(epoch_batches)
-            )
-            epoch_batches = [epoch_batches[j] for j in shuffle]
-        for batch in epoch_batches:
-            batches.append(batch)
-            sizes.append(bucket_width(int(lengths[batch].max()), widths, full))
+    if widths and group > 1:
+        order = np.concatenate(
+            [
+                chunk[np.argsort(lengths[chunk], kind="stable")]
+                for chunk in np.split(order, range(window, n, window))
+            ]
+        )
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if widths and group > 1:
+        shuffle = np.random.default_rng([seed, epoch, 1]).permutation(len(batches))
+        batches = [batches[j] for j in shuffle]
+    sizes = [bucket_width(int(lengths[b].max()), widths, full) for b in batches]
     return batches, sizes
 
 
@@ -188,22 +203,30 @@ def eval_plan(
 
 
 def make_eval_dataset(
-    tokens: dict[str, tf.Tensor],
-    labels: np.ndarray | None,
+    encoded: Encoded,
     batch_size: int,
     widths: list[int] | None = None,
+    with_targets: bool = False,
 ) -> tuple[tf.data.Dataset, np.ndarray]:
-    """One device's evaluation batches (see `eval_plan`) and the order used."""
-    full = int(tokens["token_ids"].shape[1])
-    batches, sizes, order = eval_plan(token_lengths(tokens), batch_size, widths, full)
-    return gather_slices(tokens, labels, batches, sizes if widths else None), order
+    """One device's evaluation batches (see `eval_plan`) and the order used.
+
+    The batches hold features only, or ``(x, y[, sample_weight])`` with
+    ``with_targets`` (for Keras' evaluation during fit).
+    """
+    batches, sizes, order = eval_plan(
+        encoded.lengths(), batch_size, widths, encoded.width
+    )
+    data = gather_slices(
+        encoded, batches, sizes if widths else None, with_targets=with_targets
+    )
+    return data, order
 
 
 def gather_slices(
-    tokens: dict[str, tf.Tensor],
-    labels: np.ndarray | None,
+    encoded: Encoded,
     slices: list[np.ndarray],
     widths: list[int] | None,
+    with_targets: bool = True,
 ) -> tf.data.Dataset:
     """A dataset of the rows in ``slices``, each cut to its width (or kept whole).
 
@@ -217,16 +240,37 @@ def gather_slices(
         index = tf.RaggedTensor.from_row_lengths(  # [elements, (rows)]
             np.concatenate(slices).astype(np.int64), [len(s) for s in slices]
         )
-    cut = None if widths is None else tf.constant(widths, tf.int32)
-    targets = None if labels is None else tf.constant(labels)
-
-    def gather(i: tf.Tensor):
-        rows = index[i]
-        features = {k: tf.gather(v, rows) for k, v in tokens.items()}
-        if cut is not None:
-            features = {k: v[:, : cut[i]] for k, v in features.items()}
-        return features if targets is None else (features, tf.gather(targets, rows))
-
+    cut = tf.constant(widths or [0] * len(slices), tf.int32)
+    gather = _gather_fn(encoded, widths is not None, with_targets)
     ds = tf.data.Dataset.range(len(slices))
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        lambda i: gather(index[i], cut[i]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _gather_fn(encoded: Encoded, trim: bool, with_targets: bool = True):
+    """(rows [batch], width []) -> the batch's tensors, cut to ``width`` if ``trim``."""
+    features = encoded.features
+    targets = weights = None
+    if with_targets and encoded.targets is not None:
+        targets = tf.constant(encoded.targets)
+        if encoded.sample_weight is not None:
+            weights = tf.constant(encoded.sample_weight)
+
+    def take(values: tf.Tensor, rows: tf.Tensor, width: tf.Tensor, per_token: bool):
+        batch = tf.gather(values, rows)
+        return batch[:, :width] if trim and per_token else batch
+
+    def gather(rows: tf.Tensor, width: tf.Tensor):
+        x = {k: take(v, rows, width, True) for k, v in features.items()}
+        if targets is None:
+            return x
+        y = take(targets, rows, width, encoded.token_level)
+        if weights is None:
+            return x, y
+        return x, y, take(weights, rows, width, encoded.token_level)
+
+    return gather

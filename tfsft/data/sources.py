@@ -1,50 +1,41 @@
-"""Readers for CSV/TSV/JSONL/JSON files and TFDS datasets, with row-level validation.
+"""Examples of one split: records read (`tfsft.data.readers`) and validated row by
+row against the configured columns.
 
-Every reader yields ``(row_number, record)`` pairs where the row number is the 1-based
-line in the file (record index for JSON lists and TFDS), so every later error can say
-where the bad value is. Structural problems (bad bytes, ragged rows, broken JSON) are
-raised as `DataError` naming the file and line.
+Rows with a problem are an error naming the file, row and field, or, with
+``data.skip_invalid_rows``, dropped and listed for reporting.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tfsft.config import DataConfig
 from tfsft.data.clean import clean_text
+from tfsft.data.readers import RowProblem, detect_format, read_records
 from tfsft.errors import DataError
 
-# A single CSV field may be a whole document; the stdlib default (128 KiB) is too small.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
 _SHOWN_ROWS = 5
 
 
 @dataclass
-class RowProblem:
-    row: int
-    field: str | None
-    message: str
-
-
-@dataclass
 class Examples:
-    """Validated examples of one split, with where each came from."""
+    """Validated examples of one split, with where each came from.
+
+    ``texts`` holds a string per example, or a list of words for token-level
+    tasks; ``labels`` the raw label (a tag list for token-level tasks). ``meta``
+    holds other per-example lists a task keeps (e.g. character offsets).
+    """
 
     source: str
-    texts: list[str]
+    texts: list[Any]
     labels: list[Any]
     rows: list[int]
     pairs: list[str] | None = None
     row_kind: str = "line"
     skipped: list[RowProblem] = field(default_factory=list)
+    meta: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -58,110 +49,133 @@ class Examples:
             rows=[self.rows[i] for i in indices],
             pairs=None if self.pairs is None else [self.pairs[i] for i in indices],
             row_kind=self.row_kind,
+            meta={k: [v[i] for i in indices] for k, v in self.meta.items()},
         )
 
     def locate(self, i: int) -> str:
         return f"{self.source}: {self.row_kind} {self.rows[i]}"
 
 
-def detect_format(path: str, fmt: str = "auto") -> str:
-    """Returns csv | tsv | jsonl | json | tfds for a data spec."""
-    if path.startswith("tfds:"):
-        return "tfds"
-    if fmt != "auto":
-        return fmt
-    if Path(path).is_dir():
-        raise DataError(f"{path}: is a directory, expected a data file")
-    suffix = Path(path).suffix.lower()
-    if suffix == ".txt":
-        return "tsv"  # GLUE-style corpora (MRPC) ship tab-separated .txt files
-    if suffix not in _EXTENSIONS:
-        raise DataError(
-            f"{path}: cannot tell the format from the extension '{suffix}'; "
-            "set data.format to csv, tsv, jsonl or json"
-        )
-    return _EXTENSIONS[suffix]
+@dataclass
+class Row:
+    """One accepted record: its input, its label, and a task's extra values."""
 
-
-def read_records(
-    spec: str, fmt: str = "auto", data_dir: str | None = None
-) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    """Yields ``(row_number, record)`` from a file path or ``tfds:NAME[:SPLIT]``.
-
-    A row that cannot be parsed at all is yielded as a `RowProblem` instead of a
-    record, so callers can either stop or skip it and read on.
-    """
-    kind = detect_format(spec, fmt)
-    if kind == "tfds":
-        yield from _read_tfds(spec, data_dir)
-        return
-    text = _read_text(Path(spec))
-    if kind in ("csv", "tsv"):
-        yield from _read_delimited(spec, text, "\t" if kind == "tsv" else ",")
-    elif kind == "jsonl":
-        yield from _read_jsonl(spec, text)
-    else:
-        yield from _read_json(spec, text)
+    text: Any
+    label: Any = None
+    pair: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def load_examples(
     spec: str, cfg: DataConfig, split: str, require_label: bool = True
 ) -> Examples:
-    """Reads one split and checks the configured columns row by row.
+    """Reads one split of texts (and text pairs) and labels, checked row by row.
 
     With ``require_label=False`` (prediction inputs) the label column may be absent.
+    """
+    columns = [c for c in (cfg.text_column, cfg.text_pair_column) if c]
+    columns += [cfg.label_column] if require_label else []
+
+    def accept(row: int, record: dict[str, Any]) -> Row | RowProblem:
+        problem = _check_record(record, cfg, row, require_label)
+        if problem:
+            return problem
+        pair = cfg.text_pair_column
+        return Row(
+            _text(record[cfg.text_column], cfg.clean_text),
+            record.get(cfg.label_column),
+            _text(record[pair], cfg.clean_text) if pair else None,
+        )
+
+    paired = cfg.text_pair_column is not None
+    return read_examples(spec, cfg, split, columns, accept, paired=paired)
+
+
+def read_examples(
+    spec: str,
+    cfg: DataConfig,
+    split: str,
+    columns: list[str],
+    accept: Callable[[int, dict[str, Any]], Row | RowProblem],
+    fmt: str | None = None,
+    paired: bool = False,
+) -> Examples:
+    """Reads one split, keeping the records ``accept`` turns into a `Row`.
+
+    Args:
+        spec: a file path or ``tfds:NAME[:SPLIT]``.
+        cfg: ``data`` settings (format, skip_invalid_rows, TFDS dir, CoNLL column).
+        split: the split name (the TFDS split when ``spec`` names none).
+        columns: fields every record must have; one absent from the first record
+            is a schema error that lists the fields there are.
+        accept: checks a record; returns the `Row` to keep or the `RowProblem`.
+        fmt: the format to read (default: ``cfg.format``).
+        paired: whether rows carry a text pair.
 
     Rows with a problem are an error unless ``cfg.skip_invalid_rows`` is set, in which
     case they are dropped and listed in ``Examples.skipped`` for reporting.
     """
     if spec.startswith("tfds:") and spec.count(":") == 1:
         spec = f"{spec}:{split}"
-    kind = detect_format(spec, cfg.format)
+    fmt = fmt or cfg.format
+    kind = detect_format(spec, fmt)
     out = Examples(
         source=spec,
         texts=[],
         labels=[],
         rows=[],
-        pairs=[] if cfg.text_pair_column else None,
+        pairs=[] if paired else None,
         row_kind="record" if kind in ("json", "tfds") else "line",
     )
-    columns = [cfg.text_column, cfg.text_pair_column]
-    columns = [c for c in columns if c] + ([cfg.label_column] if require_label else [])
     problems: list[RowProblem] = []
     seen_any = False
-    for row, record in read_records(spec, cfg.format, cfg.tfds_data_dir):
+    records = read_records(spec, fmt, cfg.tfds_data_dir, cfg.conll_tag_column)
+    for row, record in records:
         seen_any = True
         if isinstance(record, RowProblem):
             problems.append(record)
             continue
         missing = [c for c in columns if c not in record]
         if missing and not out.texts and not problems:
-            # A column absent from the very first record is a schema problem,
-            # not a bad row: say which columns do exist.
-            at = (
-                "line 1 (header)" if kind in ("csv", "tsv") else f"{out.row_kind} {row}"
-            )
-            only = next(iter(record), "") if len(record) == 1 else ""
-            hint = (
-                "; is data.format (the delimiter) right?"
-                if kind in ("csv", "tsv") and any(d in only for d in ",;\t|")
-                else ""
-            )
-            raise DataError(
-                f"{spec}: {at}: field '{missing[0]}': no such "
-                f"column; available: {', '.join(map(str, record)) or '(none)'}{hint}"
-            )
-        problem = _check_record(record, cfg, row, require_label)
-        if problem:
-            problems.append(problem)
+            _raise_schema(spec, kind, out.row_kind, row, record, missing[0])
+        accepted = accept(row, record)
+        if isinstance(accepted, RowProblem):
+            problems.append(accepted)
             continue
-        text = _text(record[cfg.text_column], cfg.clean_text)
-        out.texts.append(text)
+        out.texts.append(accepted.text)
         if out.pairs is not None:
-            out.pairs.append(_text(record[cfg.text_pair_column], cfg.clean_text))
-        out.labels.append(record.get(cfg.label_column))
+            out.pairs.append(accepted.pair)
+        out.labels.append(accepted.label)
         out.rows.append(row)
-    if problems and not cfg.skip_invalid_rows:
+        for key, value in accepted.meta.items():
+            out.meta.setdefault(key, []).append(value)
+    _check_problems(out, problems, seen_any, cfg.skip_invalid_rows)
+    return out
+
+
+def _raise_schema(
+    spec: str, kind: str, row_kind: str, row: int, record: dict, missing: str
+) -> None:
+    # A column absent from the very first record is a schema problem, not a bad
+    # row: say which columns do exist.
+    at = "line 1 (header)" if kind in ("csv", "tsv") else f"{row_kind} {row}"
+    only = next(iter(record), "") if len(record) == 1 else ""
+    hint = (
+        "; is data.format (the delimiter) right?"
+        if kind in ("csv", "tsv") and any(d in only for d in ",;\t|")
+        else ""
+    )
+    raise DataError(
+        f"{spec}: {at}: field '{missing}': no such column; available: "
+        f"{', '.join(map(str, record)) or '(none)'}{hint}"
+    )
+
+
+def _check_problems(
+    out: Examples, problems: list[RowProblem], seen_any: bool, skip: bool
+) -> None:
+    spec = out.source
+    if problems and not skip:
         first = problems[0]
         more = f" ({len(problems) - 1} more invalid rows)" if len(problems) > 1 else ""
         field_part = f": field '{first.field}'" if first.field else ""
@@ -181,7 +195,6 @@ def load_examples(
             f"{spec}: every row was invalid ({len(problems)} skipped); first: "
             f"{out.row_kind} {first.row}{field_part}: {first.message}"
         )
-    return out
 
 
 def describe_skipped(examples: Examples) -> str | None:
@@ -230,144 +243,3 @@ def _check_record(
     if label is None or (isinstance(label, str) and not label.strip()):
         return RowProblem(row, cfg.label_column, "empty label")
     return None
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: data file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a data file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror}") from None
-    except ValueError:  # a NUL character in the path
-        raise DataError(f"{path}: cannot read: invalid path") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(
-            f"{path}: line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at "
-            f"column {col}); re-save the file as UTF-8"
-        ) from None
-    if not text.strip():  # also a file holding only a byte-order mark
-        raise DataError(f"{path}: the file is empty")
-    return text
-
-
-def _read_delimited(
-    spec: str, text: str, delimiter: str
-) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    lines = text.splitlines(keepends=True)
-    # TSV corpora (GLUE, MRPC) use bare quotes inside text, so only CSV honours quoting.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
-    try:
-        header = next(reader)
-    except csv.Error as e:
-        raise DataError(f"{spec}: line 1: cannot parse the header: {e}") from None
-    header = [h.strip() for h in header]
-    if len(set(header)) != len(header):
-        dup = next(h for h in header if header.count(h) > 1)
-        raise DataError(f"{spec}: line 1: duplicate column name '{dup}'")
-    start = reader.line_num + 1
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            hint = ' (an unescaped quote? double it: "")' if '"' in str(e) else ""
-            if "unexpected end of data" in str(e):
-                hint = " (a quote opened here is never closed?)"
-            yield start, RowProblem(start, None, f"cannot parse the row ({e}){hint}")
-            start = reader.line_num + 1
-            continue
-        row, start = start, reader.line_num + 1
-        if not values or (len(values) == 1 and not values[0].strip()):
-            continue  # blank line
-        if len(values) != len(header):
-            hint = " (an unescaped quote?)" if '"' in "".join(values) else ""
-            message = f"expected {len(header)} fields, found {len(values)}{hint}"
-            yield row, RowProblem(row, None, message)
-            continue
-        yield row, dict(zip(header, values, strict=True))
-
-
-def _read_jsonl(
-    spec: str, text: str
-) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            message = f"invalid JSON: {e.msg} at column {e.colno}"
-            yield number, RowProblem(number, None, message)
-            continue
-        except (ValueError, RecursionError) as e:
-            yield number, RowProblem(number, None, f"invalid JSON: {_json_limit(e)}")
-            continue
-        if not isinstance(record, dict):
-            record = RowProblem(number, None, "expected a JSON object per line")
-        yield number, record
-
-
-def _read_json(
-    spec: str, text: str
-) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{spec}: line {e.lineno}: invalid JSON: {e.msg}") from None
-    except (ValueError, RecursionError) as e:
-        raise DataError(f"{spec}: invalid JSON: {_json_limit(e)}") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]  # the {"data": [...]} wrapper some exporters write
-    if not isinstance(data, list):
-        found = {dict: "an object", str: "a string", type(None): "null"}.get(
-            type(data), "a number" if not isinstance(data, bool) else "a boolean"
-        )
-        raise DataError(f"{spec}: expected a JSON list of objects, found {found}")
-    for number, record in enumerate(data, start=1):
-        if not isinstance(record, dict):
-            record = RowProblem(number, None, "expected a JSON object")
-        yield number, record
-
-
-def _json_limit(e: Exception) -> str:
-    # json.loads stops on Python's limits, not on a syntax error, for these two.
-    if isinstance(e, RecursionError):
-        return "arrays or objects nested too deeply"
-    return "a number has too many digits (more than 4300)"
-
-
-def _read_tfds(
-    spec: str, data_dir: str | None
-) -> Iterator[tuple[int, dict[str, Any] | RowProblem]]:
-    _, name, split = [*spec.split(":"), ""][:3]
-    import tensorflow_datasets as tfds  # imported lazily: heavy and rarely used
-
-    try:
-        ds = tfds.load(name, split=split or "train", data_dir=data_dir, download=False)
-    except Exception as e:  # tfds raises many types for "not prepared" / bad names
-        raise DataError(
-            f"{spec}: cannot load TFDS dataset '{name}' split '{split}' from "
-            f"data_dir={data_dir!r}: {e}. Prepare it once with network access "
-            "(tfds build) and set data.tfds_data_dir"
-        ) from None
-    for number, example in enumerate(tfds.as_numpy(ds), start=1):
-        yield number, {k: _from_numpy(v) for k, v in example.items()}
-
-
-def _from_numpy(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    if hasattr(value, "tolist"):
-        return [_from_numpy(v) for v in value.tolist()]
-    return value

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from tfsft.config import ExperimentConfig
-from tfsft.data.sources import Examples, load_examples
+from tfsft.data.sources import Examples
 from tfsft.errors import DataError
 
 
@@ -26,18 +26,18 @@ def take_shuffled(examples: Examples, n: int | None, seed: int) -> Examples:
 
 
 def holdout_split(
-    examples: Examples, fraction: float, seed: int, stratify: bool
+    examples: Examples, fraction: float, seed: int, keys: list[str] | None
 ) -> tuple[Examples, Examples]:
     """Splits off ``fraction`` of the examples as validation.
 
-    Stratifies on the (single) label when ``stratify`` is set, every class has at
-    least two examples and both sides can hold every class; otherwise the split is a
-    seeded random one.
+    Stratifies on ``keys`` (one per example, e.g. the class) when given, every key
+    has at least two examples and both sides can hold every key; otherwise the split
+    is a seeded random one.
     """
     n_val = round(len(examples) * fraction)
     indices = np.arange(len(examples))
-    labels = [str(v) for v in examples.labels]
-    counts = Counter(labels)
+    stratify = keys is not None
+    counts = Counter(keys or [])
     if n_val < 1 or n_val >= len(examples):
         raise DataError(
             f"{examples.source}: data.validation_fraction={fraction} leaves "
@@ -59,7 +59,7 @@ def holdout_split(
         indices,
         test_size=n_val,
         random_state=seed,
-        stratify=labels if can_stratify else None,
+        stratify=keys if can_stratify else None,
     )
     return examples.select(sorted(train_idx.tolist())), examples.select(
         sorted(val_idx.tolist())
@@ -80,21 +80,25 @@ class Splits:
 
 
 def load_splits(cfg: ExperimentConfig) -> Splits:
-    """Reads train/validation/test as configured.
+    """Reads train/validation/test as configured, with the task's reader.
 
     A ``validation_fraction`` is split off the full training file first, so the
     validation set does not change with ``max_train_examples``; the cap then applies
-    to what is left for training.
+    to what is left for training. The hold-out keeps the proportions of whatever
+    the task stratifies on (the class, for classification).
     """
+    from tfsft.tasks import get_task  # the tasks import TensorFlow
+
+    task = get_task(cfg)
     data, seed = cfg.data, cfg.train.seed
-    train = load_examples(data.train, data, "train")
-    validation = (
-        load_examples(data.validation, data, "validation") if data.validation else None
-    )
+
+    def load(spec: str | None, split: str) -> Examples | None:
+        return task.load_examples(spec, data, split) if spec else None
+
+    train, validation = load(data.train, "train"), load(data.validation, "validation")
     if data.validation_fraction:
         train, validation = holdout_split(
-            train, data.validation_fraction, seed, stratify=cfg.task == "classification"
+            train, data.validation_fraction, seed, task.stratify_on(train)
         )
     train = take_shuffled(train, data.max_train_examples, seed)
-    test = load_examples(data.test, data, "test") if data.test else None
-    return Splits(train, validation, test)
+    return Splits(train, validation, load(data.test, "test"))

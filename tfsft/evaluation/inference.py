@@ -1,4 +1,4 @@
-"""Batch inference with a trained run: scores, decoded predictions, evaluation."""
+"""Inference with a trained run: logits over a split, predictions, evaluation."""
 
 from __future__ import annotations
 
@@ -7,62 +7,56 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfsft.config import DataConfig, ExperimentConfig
-from tfsft.data.labels import encode_labels
-from tfsft.data.pipeline import bucket_widths, make_eval_dataset, tokenize_all
-from tfsft.data.sources import Examples, load_examples
+from tfsft.config import ExperimentConfig
+from tfsft.data.pipeline import Encoded, bucket_widths, make_eval_dataset
 from tfsft.data.splits import load_splits
 from tfsft.errors import TfsftError
-from tfsft.evaluation.report import write_report
-from tfsft.models.heads import logits_to_scores
 from tfsft.runs import Run, load_run
+from tfsft.tasks import get_task
 
 
-def predict_scores(
+def predict_logits(
     model: keras.Model,
-    preprocessor: Any,
-    examples: Examples,
+    encoded: Encoded,
     batch_size: int,
-    task: str,
     widths: list[int] | None = None,
-    tokens: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Probabilities [N, K] (classifiers) or values [N, 1] (regression), in order.
+    """The model's float logits for every row of ``encoded``, in row order.
 
-    Examples are batched by length (padded to ``widths`` buckets) and the scores put
-    back into the input order. ``tokens``, `tokenize_all`'s output for ``examples``,
-    saves tokenizing them again when the caller already has it.
+    Rows are batched by length (padded to ``widths`` buckets) and put back into
+    order. Per-token logits of batches of different widths are padded back to the
+    encoded width, so the result is one array [rows, width, ...].
     """
-    if tokens is None:
-        tokens = tokenize_all(examples, preprocessor)
-    ds, order = make_eval_dataset(tokens, None, batch_size, widths)
+    ds, order = make_eval_dataset(encoded, batch_size, widths)
     # A keras-hub task with a preprocessor attached would tokenize the (already
     # tokenized) batches again inside predict(); detach it for the call.
     attached, model.preprocessor = model.preprocessor, None
     try:
-        logits = model.predict(ds, verbose=0)
+        if encoded.token_level:
+            logits = _token_logits(model, ds, encoded.width)
+        else:
+            logits = model.predict(ds, verbose=0)
     finally:
         model.preprocessor = attached
-    return logits_to_scores(task, logits[np.argsort(order)])
+    return np.asarray(logits)[np.argsort(order)]
 
 
-def decode(
-    task: str, scores: np.ndarray, names: tuple[str, ...], threshold: float = 0.5
-) -> list[dict[str, Any]]:
-    """One JSON-ready prediction per row: label name(s) and probabilities or value."""
-    out = []
-    for row in scores:
-        if task == "regression":
-            out.append({"value": float(row[0])})
-            continue
-        probs = {n: round(float(p), 6) for n, p in zip(names, row, strict=True)}
-        if task == "classification":
-            out.append({"label": names[int(row.argmax())], "probabilities": probs})
-        else:
-            picked = [n for n, p in zip(names, row, strict=True) if p >= threshold]
-            out.append({"labels": picked, "probabilities": probs})
-    return out
+def _token_logits(model: keras.Model, ds: tf.data.Dataset, width: int) -> np.ndarray:
+    """Per-token logits [rows, width, tags] of batches trimmed to different widths.
+
+    Keras' predict() would join them into a ragged tensor through Python lists;
+    each batch is padded back to the encoded width in the graph instead, which is
+    traced once for the dataset's shapes (not once per batch width).
+    """
+
+    @tf.function(input_signature=[ds.element_spec])
+    def padded_logits(x: dict[str, tf.Tensor]) -> tf.Tensor:
+        logits = tf.cast(model(x, training=False), tf.float32)  # [rows, w, tags]
+        return tf.pad(logits, [[0, 0], [0, width - tf.shape(logits)[1]], [0, 0]])
+
+    return np.concatenate([padded_logits(x).numpy() for x in ds])
 
 
 def predict(
@@ -71,37 +65,70 @@ def predict(
     """Predicts raw texts (and text pairs) with a trained run.
 
     Returns:
-        One dict per text: ``label`` + ``probabilities`` (classification), ``labels``
-        + ``probabilities`` (multilabel) or ``value`` (regression).
+        One JSON-ready dict per text, as the task decodes it: ``label`` +
+        ``probabilities`` (classification), ``labels`` + ``probabilities``
+        (multilabel), ``value`` (regression), ``entities`` (token classification).
     """
     if not texts:
         return []
     run = _loaded(run)
-    paired = run.config.data.text_pair_column is not None
-    if paired and (pairs is None or len(pairs) != len(texts)):
-        raise TfsftError(
-            f"{run.dir}: this model classifies text pairs; give one text_pair per text"
-        )
-    if not paired and pairs is not None:
-        raise TfsftError(f"{run.dir}: this model takes single texts, not text pairs")
-    examples = Examples(
-        source="<input>",
-        texts=list(texts),
-        labels=[None] * len(texts),
-        rows=list(range(1, len(texts) + 1)),
-        pairs=None if pairs is None else list(pairs),
+    task = get_task(run.config)
+    examples = task.input_examples(list(texts), pairs, run.config, where=str(run.dir))
+    return predict_examples(run, examples)
+
+
+def predict_examples(run: Run, examples: Any) -> list[dict[str, Any]]:
+    """Predictions for examples read with the run's task (no labels needed)."""
+    cfg = run.config
+    task = get_task(cfg)
+    encoded = task.encode(examples, run.model.preprocessor, None, cfg)
+    logits = predict_logits(
+        run.model, encoded, cfg.train.batch_size, config_widths(cfg)
     )
-    scores = predict_scores(
-        run.model,
-        run.model.preprocessor,
-        examples,
-        run.config.train.batch_size,
-        run.config.task,
-        config_widths(run.config),
+    outputs = task.outputs(logits, encoded)
+    return task.decode(outputs, examples, run.labels, cfg.evaluate)
+
+
+def predict_lines(
+    target: str | Path,
+    texts: list[str],
+    pairs: list[str] | None = None,
+    input: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """What ``tfsft predict`` prints: each input (its row and text) with its
+    prediction, from a run dir or an export (``saved_models/NAME[/VERSION]``).
+
+    Args:
+        target: the run dir or export.
+        texts: texts to predict (ignored with ``input``).
+        pairs: their text pairs, for pair models.
+        input: a file with the run's input columns instead of ``texts``.
+    """
+    from tfsft.export.predict import (
+        is_export,
+        open_export,
+        predict_export,
+        read_export_inputs,
     )
-    return decode(
-        run.config.task, scores, run.labels.names, run.config.evaluate.threshold
-    )
+
+    rows: list[dict[str, Any]] = [
+        {"text": t} | ({"text_pair": p} if pairs else {})
+        for t, p in zip(texts, pairs or texts, strict=True)
+    ]
+    if is_export(target):
+        servable = open_export(target)
+        if input is not None:
+            rows, texts, pairs = read_export_inputs(servable, input)
+        predictions = predict_export(servable, texts, pairs)
+    else:
+        run = load_run(target)
+        if input is not None:
+            rows, examples = read_inputs(input, run)
+        else:
+            task = get_task(run.config)
+            examples = task.input_examples(texts, pairs, run.config, str(run.dir))
+        predictions = predict_examples(run, examples)
+    return [row | pred for row, pred in zip(rows, predictions, strict=True)]
 
 
 def evaluate(
@@ -118,8 +145,9 @@ def evaluate(
     """
     run = _loaded(run)
     cfg = run.config
+    task = get_task(cfg)
     if data:
-        examples = load_examples(data, cfg.data, split)
+        examples = task.load_examples(data, cfg.data, split)
     else:
         if split not in ("train", "validation", "test"):
             raise TfsftError(f"--split {split!r}: expected train, validation or test")
@@ -129,47 +157,28 @@ def evaluate(
             raise TfsftError(
                 f"{run.dir}: the config has no {split} data; pass --data FILE"
             )
-    y_true = encode_labels(run.labels, examples, cfg.data)
-    scores = predict_scores(
-        run.model,
-        run.model.preprocessor,
-        examples,
-        cfg.train.batch_size,
-        cfg.task,
-        config_widths(cfg),
+    encoded = task.encode(examples, run.model.preprocessor, run.labels, cfg)
+    logits = predict_logits(
+        run.model, encoded, cfg.train.batch_size, config_widths(cfg)
     )
     name = Path(data).stem if data else split
     out = Path(output_dir) if output_dir else run.dir / "eval" / name
-    return write_report(
-        out,
-        cfg.task,
-        examples,
-        y_true,
-        scores,
-        run.labels.names,
-        cfg.evaluate.threshold,
-        cfg.evaluate.max_errors,
-    )
+    outputs = task.outputs(logits, encoded)
+    return task.write_report(out, examples, encoded, outputs, run.labels, cfg.evaluate)
 
 
-def read_inputs(
-    path: str | Path, cfg: DataConfig
-) -> tuple[list[dict[str, Any]], list[str], list[str] | None]:
-    """Reads texts to predict from a file with the run's text column(s).
+def read_inputs(path: str | Path, run: Run) -> tuple[list[dict[str, Any]], Any]:
+    """Reads inputs to predict from a file with the run's input fields.
 
     Returns:
-        (rows, texts, pairs): per-row provenance records (line and texts) to echo in
-        the output, the cleaned texts, and the text pairs (or None).
+        (rows, examples): per-row provenance records (line and inputs) to echo in
+        the output, and the examples to pass to `predict_examples`.
     """
-    examples = load_examples(str(path), cfg, "predict", require_label=False)
-    rows = []
-    for i in range(len(examples)):
-        row: dict[str, Any] = {examples.row_kind: examples.rows[i]}
-        row["text"] = examples.texts[i]
-        if examples.pairs is not None:
-            row["text_pair"] = examples.pairs[i]
-        rows.append(row)
-    return rows, examples.texts, examples.pairs
+    task = get_task(run.config)
+    examples = task.load_examples(
+        str(path), run.config.data, "predict", require_targets=False
+    )
+    return task.input_rows(examples), examples
 
 
 def config_widths(cfg: ExperimentConfig) -> list[int] | None:

@@ -1,4 +1,7 @@
-"""Task metrics from labels and model scores, as flat ``{name: float}`` dicts."""
+"""Metrics from labels and model outputs, as flat ``{name: float}`` dicts.
+
+Plain functions of arrays, shared by the tasks (`tfsft.tasks`), which pick theirs.
+"""
 
 from __future__ import annotations
 
@@ -9,61 +12,16 @@ from scipy import stats
 from sklearn import metrics as skm
 
 
-def compute_metrics(
-    task: str,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    names: tuple[str, ...] = (),
-    threshold: float = 0.5,
+def classification_metrics(
+    y: np.ndarray, probs: np.ndarray, k: int
 ) -> dict[str, float]:
-    """Headline metrics for a split.
+    """Accuracy, MCC, log loss and P/R/F1 (macro, micro, weighted).
 
     Args:
-        task: classification | multilabel | regression.
-        y_true: int ids [N], multi-hot [N, K] or values [N, 1].
-        scores: probabilities [N, K] (classifiers) or predicted values [N, 1].
-        names: class names in id order.
-        threshold: multilabel decision threshold.
+        y: true class ids [N].
+        probs: probabilities [N, k].
+        k: the number of classes (absent ones count in the macro averages).
     """
-    if task == "classification":
-        return _classification(y_true, scores, len(names))
-    if task == "multilabel":
-        return _multilabel(y_true, scores, threshold)
-    return _regression(y_true.reshape(-1), scores.reshape(-1))
-
-
-def per_class_report(
-    task: str,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    names: tuple[str, ...],
-    threshold: float = 0.5,
-) -> dict[str, Any]:
-    """Precision/recall/F1/support per class (scikit-learn's report as a dict)."""
-    if task == "regression":
-        return {}
-    y_pred = predict_labels(task, scores, threshold)
-    kwargs: dict[str, Any] = {"target_names": list(names), "zero_division": 0}
-    if task == "classification":
-        kwargs["labels"] = list(range(len(names)))
-    return skm.classification_report(y_true, y_pred, output_dict=True, **kwargs)
-
-
-def confusion(y_true: np.ndarray, scores: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusion matrix [true, predicted] of a single-label classifier."""
-    return skm.confusion_matrix(
-        y_true, scores.argmax(axis=-1), labels=list(range(num_classes))
-    )
-
-
-def predict_labels(task: str, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Decisions from scores: ids [N] or multi-hot [N, K]."""
-    if task == "classification":
-        return scores.argmax(axis=-1)
-    return (scores >= threshold).astype(np.int64)
-
-
-def _classification(y: np.ndarray, probs: np.ndarray, k: int) -> dict[str, float]:
     pred = probs.argmax(axis=-1)
     out = {
         "accuracy": skm.accuracy_score(y, pred),
@@ -78,7 +36,16 @@ def _classification(y: np.ndarray, probs: np.ndarray, k: int) -> dict[str, float
     return {k: float(v) for k, v in out.items()}
 
 
-def _multilabel(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
+def multilabel_metrics(
+    y: np.ndarray, probs: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Subset accuracy, Hamming loss, binary cross-entropy and P/R/F1.
+
+    Args:
+        y: multi-hot truth [N, K].
+        probs: per-label probabilities [N, K].
+        threshold: the decision threshold on probabilities.
+    """
     pred = (probs >= threshold).astype(np.int64)
     y = y.astype(np.int64)
     clipped = np.clip(probs, 1e-12, 1 - 1e-12)
@@ -96,7 +63,8 @@ def _multilabel(y: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str,
     return {k: float(v) for k, v in out.items()}
 
 
-def _regression(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MSE (also the loss), MAE, Pearson and Spearman correlation of [N] arrays."""
     out = {
         "mse": skm.mean_squared_error(y, pred),
         "mae": skm.mean_absolute_error(y, pred),
@@ -107,3 +75,25 @@ def _regression(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     out["pearson"] = np.nan if constant else stats.pearsonr(y, pred).statistic
     out["spearman"] = np.nan if constant else stats.spearmanr(y, pred).statistic
     return {k: float(v) for k, v in out.items()}
+
+
+def per_class_report(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    names: tuple[str, ...],
+    labels: list[int] | None = None,
+) -> dict[str, Any]:
+    """Precision/recall/F1/support per class (scikit-learn's report as a dict).
+
+    ``y_true`` and ``y_pred`` are ids [N] (pass ``labels`` to list every class) or
+    multi-hot [N, K].
+    """
+    kwargs: dict[str, Any] = {"target_names": list(names), "zero_division": 0}
+    if labels is not None:
+        kwargs["labels"] = labels
+    return skm.classification_report(y_true, y_pred, output_dict=True, **kwargs)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix [true, predicted] of class ids."""
+    return skm.confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))

@@ -1,4 +1,4 @@
-"""Evaluation artefacts: metrics.json, per-class report, confusion matrix, errors."""
+"""Evaluation files every task writes: metrics.json, errors.jsonl, plots."""
 
 from __future__ import annotations
 
@@ -10,110 +10,32 @@ from typing import Any
 import numpy as np
 
 from tfsft.data.sources import Examples
-from tfsft.evaluation.metrics import (
-    compute_metrics,
-    confusion,
-    per_class_report,
-    predict_labels,
-)
 from tfsft.runs import write_json
 
 
-def write_report(
-    out_dir: Path,
-    task: str,
-    examples: Examples,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    names: tuple[str, ...],
-    threshold: float = 0.5,
-    max_errors: int = 200,
-) -> dict[str, float | None]:
-    """Computes the metrics of one split and writes every artefact into ``out_dir``.
-
-    Returns:
-        The flat metrics dict that was written to ``metrics.json`` (NaN as None).
-    """
+def write_metrics(out_dir: Path, metrics: dict[str, float], examples: int) -> dict:
+    """Writes ``metrics.json`` (NaN as null) with ``num_examples``; returns it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = _finite(compute_metrics(task, y_true, scores, names, threshold))
-    metrics["num_examples"] = len(examples)
-    write_json(out_dir / "metrics.json", metrics)
-    if task != "regression":
-        report = per_class_report(task, y_true, scores, names, threshold)
-        write_json(out_dir / "per_class.json", report)
-    if task == "classification":
-        matrix = confusion(y_true, scores, len(names))
-        write_json(
-            out_dir / "confusion_matrix.json",
-            {"labels": list(names), "matrix": matrix.tolist()},
-        )
-        plot_confusion(matrix, names, out_dir / "confusion_matrix.png")
-    errors = worst_errors(task, examples, y_true, scores, names, threshold)
+    written = finite(metrics)
+    written["num_examples"] = examples
+    write_json(out_dir / "metrics.json", written)
+    return written
+
+
+def write_errors(out_dir: Path, records: list[dict[str, Any]], limit: int) -> None:
+    """Writes the first ``limit`` records (worst first) to ``errors.jsonl``."""
     with (out_dir / "errors.jsonl").open("w", encoding="utf-8") as f:
-        for record in errors[:max_errors]:
+        for record in records[:limit]:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return metrics
 
 
-def worst_errors(
-    task: str,
-    examples: Examples,
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    names: tuple[str, ...],
-    threshold: float = 0.5,
-) -> list[dict[str, Any]]:
-    """Wrong predictions, worst first, with the text and the model's scores.
-
-    "Worst" is the lowest probability given to the true class (classification), the
-    largest total probability error (multilabel) or the largest absolute error
-    (regression).
-    """
-    if task == "classification":
-        pred = scores.argmax(axis=-1)
-        wrong = np.flatnonzero(pred != y_true)
-        badness = -scores[wrong, y_true[wrong]]
-    elif task == "multilabel":
-        pred = predict_labels(task, scores, threshold)
-        wrong = np.flatnonzero((pred != y_true).any(axis=-1))
-        badness = np.abs(scores[wrong] - y_true[wrong]).sum(axis=-1)
-    else:
-        err = np.abs(scores.reshape(-1) - y_true.reshape(-1))
-        wrong = np.arange(len(err))
-        badness = err
-    records = []
-    for i in wrong[np.argsort(-badness, kind="stable")]:
-        record: dict[str, Any] = {examples.row_kind: examples.rows[i]}
-        record["text"] = examples.texts[i]
-        if examples.pairs is not None:
-            record["text_pair"] = examples.pairs[i]
-        record |= _describe(task, y_true[i], scores[i], names, threshold)
-        records.append(record)
-    return records
-
-
-def _describe(
-    task: str, truth: Any, score: np.ndarray, names: tuple[str, ...], threshold: float
-) -> dict[str, Any]:
-    if task == "classification":
-        return {
-            "label": names[int(truth)],
-            "predicted": names[int(score.argmax())],
-            "probabilities": {
-                n: round(float(p), 6) for n, p in zip(names, score, strict=True)
-            },
-        }
-    if task == "multilabel":
-        return {
-            "labels": [n for n, t in zip(names, truth, strict=True) if t],
-            "predicted": [
-                n for n, p in zip(names, score, strict=True) if p >= threshold
-            ],
-            "probabilities": {
-                n: round(float(p), 6) for n, p in zip(names, score, strict=True)
-            },
-        }
-    return {"label": float(truth[0]), "predicted": float(score[0])}
+def source_fields(examples: Examples, i: int) -> dict[str, Any]:
+    """Where example ``i`` came from and its text(s), to lead an error record."""
+    record: dict[str, Any] = {examples.row_kind: examples.rows[i]}
+    record["text"] = examples.texts[i]
+    if examples.pairs is not None:
+        record["text_pair"] = examples.pairs[i]
+    return record
 
 
 def plot_confusion(matrix: np.ndarray, names: tuple[str, ...], path: Path) -> None:
@@ -163,6 +85,6 @@ def _pyplot():
     return plt
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
     # JSON has no NaN; an undefined metric (e.g. correlation of a constant) is null.
     return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}

@@ -2,45 +2,46 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
 
 from tfsft.runs import Run
+from tfsft.tasks import get_task
+from tfsft.tasks.base import TEXT_SIGNATURE, TOKENS_SIGNATURE
 
 
-def write_model_card(path: Path, run: Run, tokens_only: bool) -> None:
+def write_model_card(path: Path, run: Run, signatures: dict[str, Any]) -> None:
     """Task, base model, data, metrics, labels, and how to query the export."""
     cfg = run.config
-    paired = cfg.data.text_pair_column is not None
+    task = get_task(cfg)
     metrics = "\n".join(
         f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
         for k, v in run.metrics.items()
     )
-    labels = ", ".join(run.labels.names) or "(regression: one value)"
-    instance = '{"text": "first", "text_pair": "second"}' if paired else '"some text"'
-    if tokens_only:
+    labels = ", ".join(run.labels.names) or "(none: the model outputs values)"
+    if run.labels.scheme:
+        labels += f" (tagging scheme {run.labels.scheme})"
+    if TEXT_SIGNATURE in signatures:
+        usage = _text_usage(
+            task.serving_usage(cfg), _inputs(signatures[TEXT_SIGNATURE])
+        )
+    else:
+        tokens = ", ".join(f"`{n}`" for n in _inputs(signatures[TOKENS_SIGNATURE]))
         usage = (
             "This variant holds only core TensorFlow ops: it takes token ids.\n"
             "Tokenize on the client with `assets/vocab.txt` (WordPiece, "
             f"sequence length {cfg.model.sequence_length}) and call the "
-            "`serve_tokens` signature with `token_ids`, `segment_ids` and "
-            "`padding_mask` (int32, [batch, length]); it returns `logits`."
+            f"`{TOKENS_SIGNATURE}` signature with {tokens} (int32, [batch, "
+            "length]); it returns `logits`."
         )
-    else:
-        usage = f"""Signature `serving_default` takes raw text and needs the
-tensorflow-text ops (`import tensorflow_text` before `tf.saved_model.load`; a TF Serving
-build that includes them). `serve_tokens` takes token ids and returns logits.
-
-```bash
-curl -s -X POST localhost:8501/v1/models/NAME:predict \\
-  -d '{{"instances": [{instance}]}}'
-```
-
-```python
-import tensorflow as tf
-import tensorflow_text  # noqa: F401  registers the tokenizer ops
-model = tf.saved_model.load("saved_models/NAME/VERSION")
-model.signatures["serving_default"]({_python_args(paired)})
-```"""
+    validation = cfg.data.validation or (
+        f"{cfg.data.validation_fraction:.0%} of train"
+        if cfg.data.validation_fraction
+        else "none"
+    )
     path.write_text(
         f"""# {cfg.name}
 
@@ -48,15 +49,8 @@ Fine-tuned with tfsft.
 
 - task: {cfg.task}
 - base model: `{cfg.model.preset}` (sequence length {cfg.model.sequence_length})
-- head: {_head(run)}
-- training data: `{cfg.data.train}`; validation: `{
-            cfg.data.validation
-            or (
-                f"{cfg.data.validation_fraction:.0%} of train"
-                if cfg.data.validation_fraction
-                else "none"
-            )
-        }`
+- head: {task.describe_head(run.model)}
+- training data: `{cfg.data.train}`; validation: `{validation}`
 - labels: {labels}
 
 ## Validation metrics
@@ -73,20 +67,30 @@ Fine-tuned with tfsft.
     )
 
 
-def _python_args(paired: bool) -> str:
-    args = 'text=tf.constant(["first"])'
-    return args + (', text_pair=tf.constant(["second"])' if paired else "")
+def _inputs(function: Any) -> list[str]:
+    """A signature's input names, in the order it declares them."""
+    return [spec.name for spec in tf.nest.flatten(function.structured_input_signature)]
 
 
-def _head(run: Run) -> str:
-    """The pooling of the head, and how to load ``keras/`` when it is tfsft's own."""
-    from tfsft.models.pooling import MeanPoolingTextClassifier
+def _text_usage(outputs: str, inputs: list[str]) -> str:
+    examples = {"text": "first", "text_pair": "second"}
+    values = {name: examples.get(name, name) for name in inputs}
+    instance = json.dumps(values if len(inputs) > 1 else values[inputs[0]])
+    args = ", ".join(f"{k}=tf.constant([{v!r}])" for k, v in values.items())
+    return f"""Signature `{TEXT_SIGNATURE}` takes raw text and needs the
+tensorflow-text ops (`import tensorflow_text` before `tf.saved_model.load`; a TF Serving
+build that includes them). `{TOKENS_SIGNATURE}` takes token ids and returns logits.
 
-    if isinstance(run.model, MeanPoolingTextClassifier):
-        return (
-            "mean of the token vectors (tfsft's `MeanPoolingTextClassifier`: load "
-            "`keras/preset` with `tfsft.models.tasks.load_classifier`, or "
-            "`keras/model.keras` after `import tfsft.models.pooling`; keras-hub's "
-            "`TextClassifier.from_preset` would put a fresh CLS head on it)"
-        )
-    return "keras-hub's classifier on the pooled [CLS] output"
+{outputs}
+
+```bash
+curl -s -X POST localhost:8501/v1/models/NAME:predict \\
+  -d '{{"instances": [{instance}]}}'
+```
+
+```python
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  registers the tokenizer ops
+model = tf.saved_model.load("saved_models/NAME/VERSION")
+model.signatures["{TEXT_SIGNATURE}"]({args})
+```"""

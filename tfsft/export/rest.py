@@ -120,16 +120,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(
                 f"{rows} rows exceed the per-request limit of {self.server.max_rows}"
             )
-        outputs = self.server.batcher.run(servable, signature, inputs)
-        outputs = {k: _to_json(v) for k, v in outputs.items()}
+        arrays = self.server.batcher.run(servable, signature, inputs)
+        outputs = {k: _to_json(v) for k, v in arrays.items()}
         if row_format:
             if len(outputs) == 1:
                 return {"predictions": next(iter(outputs.values()))}
             keys = list(outputs)
             count = len(outputs[keys[0]])
-            return {
-                "predictions": [{k: outputs[k][i] for k in keys} for i in range(count)]
-            }
+            rows = [{k: outputs[k][i] for k in keys} for i in range(count)]
+            # TF Serving's tensors, plus the task's JSON (entities) where it has one.
+            extra = servable.json_rows(signature, inputs, arrays)
+            for row, more in zip(rows, extra or [{}] * count, strict=True):
+                row.update(more)
+            return {"predictions": rows}
         if len(outputs) == 1:
             return {"outputs": next(iter(outputs.values()))}
         return {"outputs": outputs}

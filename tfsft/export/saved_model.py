@@ -1,8 +1,9 @@
 """Exporting a trained run as a versioned SavedModel that takes raw text.
 
 ``saved_models/NAME/<version>/`` is the layout TF Serving polls. Each version holds:
-- the SavedModel: ``serving_default`` (raw strings in, label names out) and
-  ``serve_tokens`` (token tensors in, logits out);
+- the SavedModel with the task's signatures: ``serving_default`` (raw strings in,
+  decoded outputs such as label names out) and ``serve_tokens`` (token tensors in,
+  logits out);
 - ``assets/``: ``labels.json``, ``vocab.txt``, ``config.yaml`` and the model card
   ``README.md``;
 - ``keras/``: ``model.keras`` and a keras-hub preset dir, for reuse from Python.
@@ -19,103 +20,32 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
 from tfsft.config import config_to_yaml
+from tfsft.data.labels import LabelSpec
 from tfsft.errors import TfsftError
 from tfsft.export.card import write_model_card
 from tfsft.runs import Run, load_run
-
-TEXT_SIGNATURE = "serving_default"
-TOKENS_SIGNATURE = "serve_tokens"
+from tfsft.tasks import get_task
 
 
 class ServingModule(tf.Module):
-    """The exported graph: preprocessor + Keras model + decoding of the outputs."""
+    """What the SavedModel tracks: the Keras model, the preprocessor and the assets.
+
+    The signatures (the task's, see `tfsft.tasks`) capture the model and the
+    preprocessor; tracking them here saves their variables and lookup tables.
+    """
 
     def __init__(self, run: Run, assets: dict[str, Path], with_text: bool) -> None:
         super().__init__()
-        cfg = run.config
         self.model = run.model
-        self.task = cfg.task
-        self.threshold = cfg.evaluate.threshold
-        self.delimiter = cfg.data.label_delimiter
-        self.label_names = tf.constant(list(run.labels.names) or [""])
         # Tracked assets are copied into <export>/assets/ and listed in the graph.
         self.assets = {k: tf.saved_model.Asset(str(p)) for k, p in assets.items()}
         if with_text:
             self.preprocessor = run.model.preprocessor
-
-    def logits(self, token_ids: tf.Tensor, segment_ids: tf.Tensor, mask: tf.Tensor):
-        features = {
-            "token_ids": token_ids,
-            "segment_ids": segment_ids,
-            "padding_mask": mask,
-        }
-        return tf.cast(self.model(features, training=False), tf.float32)
-
-    def decode(self, logits: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Per-task outputs, each with the batch as its first dimension.
-
-        TF Serving's row format ("instances" -> "predictions") needs every output to
-        share the batch dimension, so multilabel names come as one joined string.
-        """
-        if self.task == "regression":
-            return {"value": logits[:, 0]}
-        if self.task == "classification":
-            probs = tf.nn.softmax(logits, axis=-1)
-            ids = tf.argmax(probs, axis=-1, output_type=tf.int32)
-            labels = tf.gather(self.label_names, ids)
-            return {"probabilities": probs, "label_ids": ids, "labels": labels}
-        probs = tf.sigmoid(logits)
-        hot = probs >= self.threshold
-        names = tf.broadcast_to(self.label_names, tf.shape(hot))
-        joined = tf.strings.reduce_join(
-            tf.ragged.boolean_mask(names, hot), axis=-1, separator=self.delimiter
-        )
-        return {
-            "probabilities": probs,
-            "predictions": tf.cast(hot, tf.int32),
-            "labels": joined,
-        }
-
-    def text_outputs(self, *segments: tf.Tensor) -> dict[str, tf.Tensor]:
-        x = self.preprocessor(x=segments if len(segments) > 1 else segments[0])
-        mask = tf.cast(x["padding_mask"], tf.int32)
-        return self.decode(self.logits(x["token_ids"], x["segment_ids"], mask))
-
-
-def build_signatures(module: ServingModule, paired: bool, with_text: bool) -> dict:
-    """Concrete functions for ``serving_default`` (raw text) and ``serve_tokens``."""
-    ids = tf.TensorSpec([None, None], tf.int32, name="token_ids")
-    segs = tf.TensorSpec([None, None], tf.int32, name="segment_ids")
-    mask = tf.TensorSpec([None, None], tf.int32, name="padding_mask")
-
-    @tf.function(input_signature=[ids, segs, mask])
-    def serve_tokens(token_ids, segment_ids, padding_mask):
-        return {"logits": module.logits(token_ids, segment_ids, padding_mask)}
-
-    signatures = {TOKENS_SIGNATURE: serve_tokens.get_concrete_function()}
-    if not with_text:
-        return signatures
-    text = tf.TensorSpec([None], tf.string, name="text")
-    if paired:
-        pair = tf.TensorSpec([None], tf.string, name="text_pair")
-
-        @tf.function(input_signature=[text, pair])
-        def serve_text_pair(text, text_pair):
-            return module.text_outputs(text, text_pair)
-
-        signatures[TEXT_SIGNATURE] = serve_text_pair.get_concrete_function()
-    else:
-
-        @tf.function(input_signature=[text])
-        def serve_text(text):
-            return module.text_outputs(text)
-
-        signatures[TEXT_SIGNATURE] = serve_text.get_concrete_function()
-    return signatures
 
 
 def export_model(
@@ -186,11 +116,12 @@ def next_version(base: Path) -> int:
 def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
     staging = target / ".staging"
     staging.mkdir()
-    assets = _write_assets(run, staging, tokens_only)
     with_text = not tokens_only
+    signatures = get_task(run.config).serving_signatures(
+        run.model, run.model.preprocessor, run.labels, run.config, with_text
+    )
+    assets = _write_assets(run, staging, signatures)
     module = ServingModule(run, assets, with_text=with_text)
-    paired = run.config.data.text_pair_column is not None
-    signatures = build_signatures(module, paired, with_text)
     tf.saved_model.save(module, str(target), signatures=signatures)
     shutil.rmtree(staging)
     if not tokens_only:
@@ -200,7 +131,9 @@ def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
         shutil.copytree(run.dir / "model", keras_dir / "preset")
 
 
-def _write_assets(run: Run, folder: Path, tokens_only: bool) -> dict[str, Path]:
+def _write_assets(
+    run: Run, folder: Path, signatures: dict[str, Any]
+) -> dict[str, Path]:
     tokenizer = run.model.preprocessor.tokenizer
     paths = {
         "labels": folder / "labels.json",
@@ -208,13 +141,16 @@ def _write_assets(run: Run, folder: Path, tokens_only: bool) -> dict[str, Path]:
         "config": folder / "config.yaml",
         "card": folder / "README.md",
     }
-    paths["labels"].write_text(
-        json.dumps({"task": run.config.task, "names": list(run.labels.names)}, indent=2)
-    )
+    paths["labels"].write_text(json.dumps(_label_asset(run.labels), indent=2))
     paths["vocab"].write_text("\n".join(tokenizer.get_vocabulary()) + "\n")
     paths["config"].write_text(config_to_yaml(run.config))
-    write_model_card(paths["card"], run, tokens_only)
+    write_model_card(paths["card"], run, signatures)
     return paths
+
+
+def _label_asset(labels: LabelSpec) -> dict:
+    data = {"task": labels.task, "names": list(labels.names)}
+    return data | ({"scheme": labels.scheme} if labels.scheme else {})
 
 
 def _check_name(name: str) -> None:

@@ -41,6 +41,10 @@ class Servable:
     module: Any
     signature_defs: dict[str, Any]
     functions: dict[str, Any] = field(default_factory=dict)
+    # The tfsft export's task, label space and config (None for other models).
+    task: Any = None
+    labels: Any = None
+    config: Any = None
 
     @classmethod
     def load(cls, path: Path) -> Servable:
@@ -53,7 +57,20 @@ class Servable:
         }
         module = tf.saved_model.load(str(path))
         functions = {k: module.signatures[k] for k in defs}
-        return cls(int(path.name), path, module, defs, functions)
+        servable = cls(int(path.name), path, module, defs, functions)
+        servable.task, servable.labels, servable.config = read_export_assets(path)
+        return servable
+
+    def json_rows(
+        self, signature: str, inputs: dict[str, Any], outputs: dict[str, np.ndarray]
+    ) -> list[dict[str, Any]] | None:
+        """The task's JSON rows for a raw-text call, where the task asks for them
+        in REST responses (entity lists); None otherwise."""
+        if signature != "serving_default" or not getattr(self.task, "serving_json", 0):
+            return None
+        return self.task.decode_serving(
+            inputs, outputs, self.labels, self.config.evaluate
+        )
 
     def input_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
         return self.function(signature).structured_input_signature[1]
@@ -102,6 +119,25 @@ class Servable:
         except tf.errors.InvalidArgumentError as e:
             raise BadRequest(e.message) from None
         return {k: v.numpy() for k, v in outputs.items()}
+
+
+def read_export_assets(path: Path) -> tuple[Any, Any, Any]:
+    """(task, label space, config) of a tfsft export, from its assets; (None, None,
+    None) for a SavedModel tfsft did not write."""
+    assets = path / "assets"
+    if not (assets / "labels.json").is_file() or not (assets / "config.yaml").is_file():
+        return None, None, None
+    import yaml
+
+    from tfsft.config import validate_config
+    from tfsft.data.labels import LabelSpec
+    from tfsft.tasks import get_task
+
+    config = validate_config(
+        yaml.safe_load((assets / "config.yaml").read_text()),
+        source=str(assets / "config.yaml"),
+    )
+    return get_task(config), LabelSpec.load(assets / "labels.json"), config
 
 
 class ModelStore:

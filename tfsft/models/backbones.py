@@ -9,6 +9,7 @@ Hugging Face-format dir (config.json + model.safetensors), or a keras-hub preset
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections import Counter
@@ -134,6 +135,20 @@ def _tiny_vocabulary() -> list[str]:
     return specials + chars + [f"##{c}" for c in chars] + sorted(words)
 
 
+def load_backbone(preset: str) -> Any:
+    """The pretrained keras-hub backbone of a resolved preset, in the global dtype
+    policy (set from `runtime.precision`).
+
+    The policy is passed explicitly, since keras-hub cannot resolve a mixed policy
+    saved in a fine-tuned preset. Tasks put their heads on what this returns.
+    """
+    import keras
+    import keras_hub
+
+    dtype = keras.config.dtype_policy()
+    return keras_hub.models.Backbone.from_preset(preset, dtype=dtype)
+
+
 def load_preprocessor(preset: str, sequence_length: int) -> Any:
     """The keras-hub text-classifier preprocessor (tokenizer + packer) of a preset."""
     import keras_hub
@@ -141,3 +156,42 @@ def load_preprocessor(preset: str, sequence_length: int) -> Any:
     return keras_hub.models.TextClassifierPreprocessor.from_preset(
         preset, sequence_length=sequence_length
     )
+
+
+def load_saved_task(
+    cls: type, preset_dir: Path, dtype: str | None, keys: tuple[str, ...]
+) -> Any:
+    """Loads a keras-hub task class of tfsft's own that ``save_to_preset`` wrote.
+
+    keras-hub's ``from_preset`` picks the task class from the backbone class and
+    would silently put a fresh head of its own choosing on the backbone, so the
+    backbone, the preprocessor and the head weights are loaded here one by one.
+
+    Args:
+        cls: the task class (a `keras_hub.models.Task` subclass).
+        preset_dir: the saved preset.
+        dtype: the dtype policy to build it in.
+        keys: the head's constructor arguments to read back from ``task.json``.
+    """
+    import keras_hub
+
+    config = json.loads((preset_dir / "task.json").read_text())["config"]
+    backbone = keras_hub.models.Backbone.from_preset(str(preset_dir), dtype=dtype)
+    preprocessor = None
+    if (preset_dir / "preprocessor.json").is_file():
+        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+            str(preset_dir)
+        )
+    head = {k: config[k] for k in keys if k in config}
+    model = cls(backbone=backbone, preprocessor=preprocessor, dtype=dtype, **head)
+    model.load_task_weights(str(preset_dir / "task.weights.h5"))
+    return model
+
+
+def saved_task_name(preset_dir: Path) -> str:
+    """The registered class name of the task a preset holds ("" if none)."""
+    try:
+        task = json.loads((preset_dir / "task.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(task.get("registered_name", ""))

@@ -1,45 +1,86 @@
-"""What each task's head outputs, how it is trained, and how outputs are decoded.
+"""Sentence-level heads on a loaded backbone: one vector per text -> dense logits.
 
-Every task uses keras-hub's `TextClassifier` head (pooled output -> dropout -> dense
-logits); tasks differ only in the width of the dense layer, the loss, and how logits
-become predictions: softmax (classification), per-label sigmoid (multilabel), or the raw
-value (regression).
+keras-hub's `TextClassifier` (dropout and a dense layer on the backbone's pooled
+output, for BERT the [CLS] vector through its tanh pooler) or tfsft's
+`MeanPoolingTextClassifier` (the same head on the mean of the token vectors), as
+`model.pooling` says. The classification, multilabel and regression tasks use them
+with as many outputs as their targets have.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
-import numpy as np
+import keras_hub
+
+from tfsft.config import ModelConfig
+from tfsft.models.pooling import (
+    MeanPoolingTextClassifier,
+    is_mean_pooling_preset,
+    load_mean_pooling_classifier,
+    resolve_pooling,
+)
 
 
-def make_loss(task: str) -> keras.losses.Loss:
-    if task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if task == "multilabel":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
-    return keras.losses.MeanSquaredError()
+def build_classifier(
+    backbone: keras.Model, num_outputs: int, cfg: ModelConfig, preset: str
+) -> keras.Model:
+    """A fresh head of ``num_outputs`` logits on ``backbone``.
+
+    The model takes the backbone's token tensors (``token_ids``, ``segment_ids``,
+    ``padding_mask``, each [batch, seq]) and returns logits [batch, num_outputs].
+    Its preprocessor is left out so that tokenization stays in tf.data (the run
+    attaches it when saving).
+    """
+    if resolve_pooling(cfg.pooling, preset) == "mean":
+        return MeanPoolingTextClassifier(
+            backbone=backbone,
+            num_classes=num_outputs,
+            dropout=cfg.dropout,
+            dtype=backbone.dtype_policy,
+        )
+    classifier = _text_classifier_class(type(backbone))
+    return classifier(
+        backbone=backbone,
+        num_classes=num_outputs,
+        preprocessor=None,
+        activation=None,
+        dropout=cfg.dropout,
+    )
 
 
-def make_metrics(task: str) -> list[keras.metrics.Metric]:
-    """Cheap in-graph metrics shown during fit (the full report is computed later)."""
-    if task == "classification":
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    if task == "multilabel":
-        # Logits > 0 is probability > 0.5.
-        return [keras.metrics.BinaryAccuracy(name="binary_accuracy", threshold=0.0)]
-    return [keras.metrics.MeanAbsoluteError(name="mae")]
+def load_classifier(preset_dir: Path, dtype: str | None) -> keras.Model:
+    """Loads a classifier that `build_classifier` made and ``save_to_preset``
+    wrote, with its preprocessor."""
+    if is_mean_pooling_preset(preset_dir):
+        return load_mean_pooling_classifier(preset_dir, dtype)
+    return keras_hub.models.TextClassifier.from_preset(str(preset_dir), dtype=dtype)
 
 
-def default_monitor(task: str) -> str:
-    return "val_accuracy" if task == "classification" else "val_loss"
+def describe_text_classifier(model: keras.Model) -> str:
+    """The pooling of the head, and how to load ``keras/`` when it is tfsft's own."""
+    if isinstance(model, MeanPoolingTextClassifier):
+        return (
+            "mean of the token vectors (tfsft's `MeanPoolingTextClassifier`: load "
+            "`keras/preset` with `tfsft.models.heads.load_classifier`, or "
+            "`keras/model.keras` after `import tfsft.models.pooling`; keras-hub's "
+            "`TextClassifier.from_preset` would put a fresh CLS head on it)"
+        )
+    return "keras-hub's classifier on the pooled [CLS] output"
 
 
-def logits_to_scores(task: str, logits: np.ndarray) -> np.ndarray:
-    """Probabilities [N, K] for the classifiers, values [N, 1] for regression."""
-    logits = np.asarray(logits, np.float64)
-    if task == "classification":
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-    if task == "multilabel":
-        return 1.0 / (1.0 + np.exp(-logits))
-    return logits
+def _text_classifier_class(backbone_cls: type) -> type:
+    """keras-hub's `TextClassifier` subclass for a backbone class (BERT ->
+    `BertTextClassifier`), as its ``from_preset`` would pick it."""
+    pending = [keras_hub.models.TextClassifier]
+    while pending:
+        cls = pending.pop(0)
+        if getattr(cls, "backbone_cls", None) is backbone_cls:
+            return cls
+        pending.extend(cls.__subclasses__())
+    from tfsft.errors import ConfigError
+
+    raise ConfigError(
+        f"model.preset: keras-hub has no text classifier for {backbone_cls.__name__}"
+    )

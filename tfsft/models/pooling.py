@@ -25,6 +25,7 @@ import keras
 import keras_hub
 
 from tfsft.errors import ConfigError
+from tfsft.models.backbones import load_saved_task, saved_task_name
 
 # Where sentence-transformers stores the pooling of its first module.
 _ST_POOLING = Path("1_Pooling") / "config.json"
@@ -116,35 +117,11 @@ class MeanPoolingTextClassifier(keras_hub.models.TextClassifier):
 def load_mean_pooling_classifier(
     preset_dir: Path, dtype: str | None
 ) -> MeanPoolingTextClassifier:
-    """Loads a `MeanPoolingTextClassifier` that ``save_to_preset`` wrote.
-
-    keras-hub's ``TextClassifier.from_preset`` would pick its own classifier for the
-    backbone class and silently put a fresh CLS head on it, so the backbone,
-    preprocessor and head weights are loaded here one by one.
-    """
-    task = json.loads((preset_dir / "task.json").read_text())["config"]
-    backbone = keras_hub.models.Backbone.from_preset(str(preset_dir), dtype=dtype)
-    preprocessor = None
-    if (preset_dir / "preprocessor.json").is_file():
-        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            str(preset_dir)
-        )
-    model = MeanPoolingTextClassifier(
-        backbone=backbone,
-        num_classes=task["num_classes"],
-        preprocessor=preprocessor,
-        activation=task.get("activation"),
-        dropout=task.get("dropout", 0.1),
-        dtype=dtype,
-    )
-    model.load_task_weights(str(preset_dir / "task.weights.h5"))
-    return model
+    """Loads a `MeanPoolingTextClassifier` that ``save_to_preset`` wrote."""
+    keys = ("num_classes", "activation", "dropout")
+    return load_saved_task(MeanPoolingTextClassifier, preset_dir, dtype, keys)
 
 
 def is_mean_pooling_preset(preset_dir: Path) -> bool:
     """Whether a saved task preset holds a `MeanPoolingTextClassifier`."""
-    try:
-        task = json.loads((preset_dir / "task.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return MeanPoolingTextClassifier.__name__ in str(task.get("registered_name", ""))
+    return MeanPoolingTextClassifier.__name__ in saved_task_name(preset_dir)

@@ -7,19 +7,24 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 
 from tfsft.config import TrainConfig
 from tfsft.errors import TfsftError
+from tfsft.tasks.base import Monitor
 from tfsft.training.resume import StepBackup, global_step
 
 log = logging.getLogger("tfsft")
 
 
 def make_callbacks(
-    run_dir: Path, cfg: TrainConfig, monitor: str
+    run_dir: Path,
+    cfg: TrainConfig,
+    monitor: Monitor,
+    epoch_metrics: keras.callbacks.Callback | None = None,
 ) -> list[keras.callbacks.Callback]:
     """Builds the callback list for `model.fit`.
 
@@ -27,13 +32,16 @@ def make_callbacks(
         run_dir: the run directory; everything is written below it.
         cfg: training settings (early stopping, backup frequency).
         monitor: the logged metric that decides the best checkpoint, e.g.
-            ``val_accuracy``; its mode (max/min) follows from the name.
+            ``val_accuracy``, and its mode (from the task's metric declarations).
+        epoch_metrics: a callback that adds host-computed validation metrics to
+            each epoch's logs (`EpochMetrics`); it runs before anything reads them.
     """
-    mode = "min" if "loss" in monitor or "error" in monitor else "max"
+    mode = monitor.mode
     callbacks: list[keras.callbacks.Callback] = [
         # First: a NaN step must stop training before anything saves its weights.
         StopOnNaN(run_dir, cfg.learning_rate),
-        BestCheckpoint(run_dir / "checkpoints", monitor, mode),
+        *([epoch_metrics] if epoch_metrics else []),
+        BestCheckpoint(run_dir / "checkpoints", monitor.name, mode),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
     ]
@@ -42,7 +50,7 @@ def make_callbacks(
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor=monitor,
+                monitor=monitor.name,
                 mode=mode,
                 patience=cfg.early_stopping_patience,
                 restore_best_weights=False,  # the best checkpoint is reloaded anyway
@@ -168,3 +176,23 @@ class ProgressLog(keras.callbacks.Callback):
             rate,
             eta,
         )
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Adds the task's host-side validation metrics (``val_<name>``) to epoch logs.
+
+    Some metrics need whole examples put back together before they can be computed
+    (entity F1 over sentences split into windows), which in-graph metrics cannot do
+    batch by batch; as in TF Model Garden's aggregated validation logs, they are
+    computed here from the model's outputs over the validation set.
+    """
+
+    def __init__(self, compute: Callable[[keras.Model], dict[str, float]]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        for key, value in self.compute(self.model).items():
+            logs[f"val_{key}"] = value

@@ -1,46 +1,41 @@
-"""`train(cfg)`: data -> model -> fit + callbacks -> best weights -> report."""
+"""`train(cfg)`: data -> model -> fit + callbacks -> best weights -> report.
+
+The steps, each a function: `prepare_data` (read, label, encode: every data problem
+surfaces before a run dir exists), `make_feed` (plan every batch), `_build`
+(backbone + head inside the strategy, restored from a backup when resuming),
+`_fit_steps` (Keras fit over global steps), then `report_splits` and `save_run`.
+Nothing here knows which task it trains: it asks the task (`tfsft.tasks`).
+"""
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
-import math
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfsft.config import ExperimentConfig
-from tfsft.data.distributed import (
-    eval_dataset_fn,
-    full_batch_plan,
-    train_dataset_fn,
-)
-from tfsft.data.labels import LabelSpec, build_label_spec, encode_labels
-from tfsft.data.pipeline import (
-    gather_slices,
-    make_eval_dataset,
-    plan_batches,
-    token_lengths,
-    tokenize_all,
-)
+from tfsft.data.labels import LabelSpec
+from tfsft.data.pipeline import Encoded
 from tfsft.data.sources import describe_skipped
 from tfsft.data.splits import Splits, load_splits
 from tfsft.errors import Interrupted
-from tfsft.evaluation.inference import config_widths, predict_scores
-from tfsft.evaluation.report import plot_history, write_report
-from tfsft.models.backbones import load_preprocessor, resolve_preset
-from tfsft.models.heads import default_monitor, make_loss, make_metrics
-from tfsft.models.peft import count_params
-from tfsft.models.tasks import build_model
-from tfsft.runs import Run, open_run_dir, write_json, write_status
+from tfsft.evaluation.inference import predict_logits
+from tfsft.models.backbones import resolve_preset
+from tfsft.models.build import build_model
+from tfsft.models.freeze import count_params
+from tfsft.runs import Run, open_run_dir, write_status
+from tfsft.tasks import get_task
+from tfsft.tasks.base import Task
 from tfsft.training.callbacks import (
+    EpochMetrics,
     ProgressLog,
     load_best_weights,
     make_callbacks,
@@ -53,6 +48,8 @@ from tfsft.training.distribute import (
     num_workers,
     worker_label,
 )
+from tfsft.training.feed import Feed, make_feed
+from tfsft.training.finish import report_splits, save_run
 from tfsft.training.optim import make_optimizer
 from tfsft.training.resume import restore_backup
 from tfsft.training.strategy import make_strategy, seed_everything, set_precision
@@ -60,15 +57,51 @@ from tfsft.training.strategy import make_strategy, seed_everything, set_precisio
 log = logging.getLogger("tfsft")
 
 
+@dataclass
+class TrainingData:
+    """A run's data, read, labelled and encoded once."""
+
+    task: Task
+    splits: Splits
+    labels: LabelSpec
+    preprocessor: Any
+    encoded: dict[str, Encoded]  # by split name
+
+
 def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -> None:
-    """Compiles ``model`` with the task loss, AdamW + schedule and in-graph metrics."""
+    """Compiles ``model`` with the task's loss and metrics, AdamW and its schedule."""
+    task = get_task(cfg)
     model.compile(
         optimizer=make_optimizer(cfg.train, total_steps),
-        loss=make_loss(cfg.task),
-        metrics=make_metrics(cfg.task),
+        loss=task.loss(),
+        metrics=task.metrics(),
+        weighted_metrics=task.weighted_metrics() or None,
         jit_compile=cfg.runtime.jit_compile,
         steps_per_execution=cfg.runtime.steps_per_execution,
     )
+
+
+def prepare_data(cfg: ExperimentConfig) -> TrainingData:
+    """Reads every split, builds the label space and encodes the splits.
+
+    Raises:
+        DataError: for any problem with the data, naming the file, row and field.
+    """
+    task = get_task(cfg)
+    splits = load_splits(cfg)
+    for _, examples in splits.items():
+        if message := describe_skipped(examples):
+            log.warning(message)
+    labels = task.build_labels(splits.train, cfg.data)
+    for _, examples in splits.items():  # every split's problems before any loading
+        task.check_targets(examples, labels, cfg.data)
+    preset = resolve_preset(cfg.model.preset)
+    preprocessor = task.load_preprocessor(preset, cfg.model.sequence_length)
+    encoded = {
+        name: task.encode(examples, preprocessor, labels, cfg)
+        for name, examples in splits.items()
+    }
+    return TrainingData(task, splits, labels, preprocessor, encoded)
 
 
 def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
@@ -94,17 +127,11 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     # runtime, which is only possible before it has run anything.
     strategy = make_strategy(cfg.runtime)
     check_supported(cfg, strategy)  # fail before any work
-    replicas = strategy.num_replicas_in_sync
     seed_everything(cfg.train.seed)
     policy = set_precision(cfg.runtime.precision, strategy)  # auto: bf16 on TPU
     # Data problems surface before a run dir exists, so bad input leaves no debris.
-    splits = load_splits(cfg)
-    for _, examples in splits.items():
-        if message := describe_skipped(examples):
-            log.warning(message)
-    labels = build_label_spec(cfg.task, splits.train, cfg.data)
-    encoded = {n: encode_labels(labels, e, cfg.data) for n, e in splits.items()}
-    preset = resolve_preset(cfg.model.preset)
+    data = prepare_data(cfg)
+    monitor = data.task.monitor(cfg.train.monitor, data.splits.validation is not None)
 
     chief = is_chief(strategy)
     if chief:
@@ -118,16 +145,16 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
         run_dir = Path(tempfile.mkdtemp(prefix=f"tfsft-{worker_label(strategy)}-"))
         resumed = False
     log.info("%s run %s", "resuming" if resumed else "starting", run_dir)
-    labels.save(run_dir / "labels.json")
+    data.labels.save(run_dir / "labels.json")
     write_status(
         run_dir,
         "running",
         precision=policy,
         strategy=type(strategy).__name__,
-        replicas=replicas,
+        replicas=strategy.num_replicas_in_sync,
     )
     try:
-        run = _fit(cfg, strategy, run_dir, splits, labels, encoded, preset, verbose)
+        run = _run(cfg, strategy, run_dir, data, monitor, verbose)
     except (KeyboardInterrupt, Interrupted):
         write_status(run_dir, "interrupted")
         raise
@@ -142,178 +169,59 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     return run
 
 
-def _fit(
+def _run(
     cfg: ExperimentConfig,
     strategy: tf.distribute.Strategy,
     run_dir: Path,
-    splits: Splits,
-    labels: LabelSpec,
-    encoded: dict[str, np.ndarray],
-    preset: str,
+    data: TrainingData,
+    monitor: Any,
     verbose: int | None,
 ) -> Run:
     tc = cfg.train
     replicas = strategy.num_replicas_in_sync
-    preprocessor = load_preprocessor(preset, cfg.model.sequence_length)
-    tokens = tokenize_all(splits.train, preprocessor)
-    widths = config_widths(cfg)
-    if widths and isinstance(strategy, tf.distribute.TPUStrategy):
-        # A TPU compiles one program per batch shape: pad every batch fully.
-        log.info("length buckets off on TPU: batches padded to the sequence length")
-        widths = None
-    val_ds, val_steps, val_tokens = None, None, None
-    if splits.validation is not None:
-        val_tokens = tokenize_all(splits.validation, preprocessor)
-        if replicas == 1:
-            val_ds = make_eval_dataset(
-                val_tokens, encoded["validation"], tc.batch_size, widths
-            )[0]
-        else:
-            val_steps = math.ceil(len(splits.validation) / tc.batch_size)
-            val_ds = strategy.distribute_datasets_from_function(
-                eval_dataset_fn(
-                    val_tokens, encoded["validation"], tc.batch_size, widths, replicas
-                )
-            )
-    # Every step's examples and padded width, planned once for the whole run.
-    plan_args = (
-        token_lengths(tokens),
-        tc.batch_size,
-        tc.epochs,
-        tc.seed,
-        widths,
-        int(tokens["token_ids"].shape[1]),
-        cfg.data.length_grouping,
-    )
-    if replicas == 1:
-        plan, plan_widths = plan_batches(*plan_args)
-        steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
-    else:  # the plan without the incomplete batches (see data.distributed)
-        plan, plan_widths, steps_per_epoch = full_batch_plan(*plan_args)
-    total_steps = steps_per_epoch * tc.epochs
-    with strategy.scope():
-        model = build_model(cfg.model, labels.num_outputs)
-        compile_model(model, cfg, total_steps)
-        # Inside the scope: the optimizer's slots must be created by the strategy.
-        start_step = restore_backup(model, run_dir / "backup")
+    # A task with host-side epoch metrics validates in one pass of its own.
+    keras_validation = not data.task.epoch_metric_names
+    validation = data.encoded.get("validation") if keras_validation else None
+    feed = make_feed(cfg, strategy, data.encoded["train"], validation)
+    model, start_step = _build(cfg, strategy, run_dir, data.labels, feed)
     trainable, total = count_params(model)
-    log.info(
-        "%s: %s train / %s validation examples; trainable params %s of %s (%.1f%%)",
-        cfg.name,
-        len(splits.train),
-        len(splits.validation) if splits.validation else 0,
-        f"{trainable:,}",
-        f"{total:,}",
-        100 * trainable / max(total, 1),
-    )
-    log.info(
-        "precision %s; batches padded to %s",
-        keras.config.dtype_policy().name,
-        f"widths {widths}"
-        + (" grouped by length" if cfg.data.length_grouping > 1 else "")
-        if widths
-        else "the sequence length",
-    )
-    if start_step:
-        log.info("resuming at step %d of %d", start_step, total_steps)
-    monitor = tc.monitor or (default_monitor(cfg.task) if val_ds else "loss")
-    callbacks = make_callbacks(run_dir, tc, monitor)
+    _log_start(cfg, data, feed, trainable, total, start_step)
+    callbacks = make_callbacks(run_dir, tc, monitor, _epoch_metrics(cfg, data, feed))
     verbose = progress_verbosity() if verbose is None else verbose
     if verbose == 2:
-        callbacks.append(ProgressLog(steps_per_epoch, tc.batch_size))
-
-    def train_data(first: int, last: int) -> Any:
-        """Batches of global steps [first, last)."""
-        if replicas == 1:
-            return gather_slices(
-                tokens,
-                encoded["train"],
-                plan[first:last],
-                plan_widths[first:last] if widths else None,
-            )
-        return strategy.distribute_datasets_from_function(
-            train_dataset_fn(
-                tokens,
-                encoded["train"],
-                plan[first:last],
-                plan_widths[first:last] if widths else None,
-                replicas,
-            )
-        )
-
-    if replicas > 1:
-        first_pipeline = tf.distribute.InputContext(1, 0, replicas)
-        spec = train_dataset_fn(tokens, encoded["train"], plan[:1], None, replicas)(
-            first_pipeline
-        ).element_spec
-        build_for_fit(model, strategy, spec)
-
-    def fit_steps(first: int, last: int) -> None:
-        """Runs global steps [first, last), which lie within one or more epochs."""
-        epoch, offset = divmod(first, steps_per_epoch)
-        # keras-hub's fit() wrapper only maps the (detached, so absent) preprocessor
-        # over the data and rejects tf.distribute datasets; Keras' own fit() takes
-        # them, so the distributed path calls it directly.
-        fit = model.fit if replicas == 1 else functools.partial(keras.Model.fit, model)
-        fit(
-            train_data(first, last),
-            validation_data=val_ds,
-            # A distributed dataset's cardinality counts per-replica elements,
-            # not steps; say how many global batches a validation pass has.
-            validation_steps=val_steps,
-            initial_epoch=epoch,
-            epochs=epoch + 1 if offset else tc.epochs,
-            steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the planned stream is already shuffled, per epoch
-        )
+        callbacks.append(ProgressLog(feed.steps_per_epoch, tc.batch_size))
 
     start = time.perf_counter()
-    offset = start_step % steps_per_epoch
+    spe, total_steps = feed.steps_per_epoch, feed.total_steps
+    offset = start_step % spe
     if offset:  # finish the interrupted epoch first, then whole epochs
-        fit_steps(start_step, start_step - offset + steps_per_epoch)
-    resume_at = start_step - offset + (steps_per_epoch if offset else 0)
+        _fit_steps(
+            model, feed, start_step, start_step - offset + spe, callbacks, verbose
+        )
+    resume_at = start_step - offset + (spe if offset else 0)
     if resume_at < total_steps:
-        fit_steps(resume_at, total_steps)
+        _fit_steps(model, feed, resume_at, total_steps, callbacks, verbose)
     seconds = time.perf_counter() - start
     if not is_chief(strategy):
-        return Run(run_dir, cfg, labels)  # the chief evaluates and saves
+        return Run(run_dir, cfg, data.labels)  # the chief evaluates and saves
     if replicas > 1:
         # Evaluate and save a single-device copy, outside the strategy: under
         # MultiWorkerMirroredStrategy predict() is a collective every worker would
         # have to join (and Keras re-orders its outputs for auto-sharded data), and
         # the returned model should predict anywhere, without the strategy.
-        model = _single_device_copy(model, cfg, labels.num_outputs, total_steps)
+        model = _single_device_copy(model, cfg, data.labels, total_steps)
     load_best_weights(model, run_dir / "checkpoints")
 
-    metrics: dict[str, Any] = {}
-    for name in ("validation", "test"):
-        examples = getattr(splits, name)
-        if examples is None:
-            continue
-        scores = predict_scores(
-            model,
-            preprocessor,
-            examples,
-            tc.batch_size,
-            cfg.task,
-            widths,
-            tokens=val_tokens if name == "validation" else None,
-        )
-        out_dir = run_dir if name == "validation" else run_dir / name
-        split_metrics = write_report(
-            out_dir,
-            cfg.task,
-            examples,
-            encoded[name],
-            scores,
-            labels.names,
-            cfg.evaluate.threshold,
-            cfg.evaluate.max_errors,
-        )
-        prefix = "" if name == "validation" else "test_"
-        metrics |= {f"{prefix}{k}": v for k, v in split_metrics.items()}
+    metrics = report_splits(
+        model,
+        data.task,
+        cfg,
+        run_dir,
+        data.splits,
+        data.encoded,
+        data.labels,
+        feed.widths,
+    )
     metrics |= {
         "train_seconds": round(seconds, 2),
         "train_examples_per_second": round(
@@ -326,39 +234,109 @@ def _fit(
         "total_params": total,
         "replicas": replicas,
     }
-    write_json(run_dir / "metrics.json", metrics)
-    history = read_history(run_dir / "history.csv")
-    plot_history(history, run_dir / "curves.png")
+    history = save_run(model, data.preprocessor, run_dir, metrics)
+    return Run(run_dir, cfg, data.labels, model=model, metrics=metrics, history=history)
 
-    # A self-contained keras-hub preset: backbone config, weights, head, tokenizer.
-    # The optimizer is detached so its state (2x the weights) is not saved with it.
-    optimizer, model.optimizer = model.optimizer, None
-    model.preprocessor = preprocessor
-    model.save_to_preset(str(run_dir / "model"))
-    model.optimizer = optimizer
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
-    return Run(run_dir, cfg, labels, model=model, metrics=metrics, history=history)
+
+def _build(
+    cfg: ExperimentConfig,
+    strategy: tf.distribute.Strategy,
+    run_dir: Path,
+    labels: LabelSpec,
+    feed: Feed,
+) -> tuple[keras.Model, int]:
+    """The compiled model inside the strategy, and the step to resume at (0: new)."""
+    with strategy.scope():
+        model = build_model(cfg.model, labels, cfg.task)
+        compile_model(model, cfg, feed.total_steps)
+        # Inside the scope: the optimizer's slots must be created by the strategy.
+        start_step = restore_backup(model, run_dir / "backup")
+    if feed.element_spec is not None:
+        build_for_fit(model, strategy, feed.element_spec)
+    return model, start_step
+
+
+def _fit_steps(
+    model: keras.Model,
+    feed: Feed,
+    first: int,
+    last: int,
+    callbacks: list[keras.callbacks.Callback],
+    verbose: int,
+) -> None:
+    """Runs global steps [first, last), which lie within one or more epochs."""
+    spe = feed.steps_per_epoch
+    epoch, offset = divmod(first, spe)
+    # keras-hub's fit() wrapper only maps the (detached, so absent) preprocessor
+    # over the data and rejects tf.distribute datasets; Keras' own fit() takes
+    # them, so the distributed path calls it directly.
+    distributed = feed.element_spec is not None
+    fit = functools.partial(keras.Model.fit, model) if distributed else model.fit
+    fit(
+        feed.train(first, last),
+        validation_data=feed.validation,
+        validation_steps=feed.validation_steps,
+        initial_epoch=epoch,
+        epochs=epoch + 1 if offset else last // spe,
+        steps_per_epoch=spe - offset if offset else spe,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the planned stream is already shuffled, per epoch
+    )
+
+
+def _epoch_metrics(
+    cfg: ExperimentConfig, data: TrainingData, feed: Feed
+) -> EpochMetrics | None:
+    """The host-side validation metrics callback, for tasks that declare any."""
+    validation = data.encoded.get("validation")
+    if validation is None or not data.task.epoch_metric_names:
+        return None
+
+    def compute(model: keras.Model) -> dict[str, float]:
+        logits = predict_logits(model, validation, cfg.train.batch_size, feed.widths)
+        outputs = data.task.outputs(logits, validation)
+        return data.task.epoch_metrics(outputs, validation, data.labels)
+
+    return EpochMetrics(compute)
+
+
+def _log_start(
+    cfg: ExperimentConfig,
+    data: TrainingData,
+    feed: Feed,
+    trainable: int,
+    total: int,
+    start_step: int,
+) -> None:
+    validation = data.splits.validation
+    log.info(
+        "%s: %s train / %s validation examples; trainable params %s of %s (%.1f%%)",
+        cfg.name,
+        len(data.splits.train),
+        len(validation) if validation else 0,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / max(total, 1),
+    )
+    widths = feed.widths
+    log.info(
+        "precision %s; batches padded to %s",
+        keras.config.dtype_policy().name,
+        f"widths {widths}"
+        + (" grouped by length" if cfg.data.length_grouping > 1 else "")
+        if widths
+        else "the sequence length",
+    )
+    if start_step:
+        log.info("resuming at step %d of %d", start_step, feed.total_steps)
 
 
 def _single_device_copy(
-    model: keras.Model, cfg: ExperimentConfig, num_outputs: int, total_steps: int
+    model: keras.Model, cfg: ExperimentConfig, labels: LabelSpec, total_steps: int
 ) -> keras.Model:
     """The same model and weights, built outside the strategy (on one device)."""
-    copy = build_model(cfg.model, num_outputs)
+    copy = build_model(cfg.model, labels, cfg.task)
     compile_model(copy, cfg, total_steps)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """Per-epoch logs from the CSV log (complete even across resumed sessions)."""
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-    # CSVLogger writes "NA" for a metric an epoch did not log.
-    history = {
-        k: [float(r[k]) for r in rows if r.get(k) not in (None, "", "NA")] for k in keys
-    }
-    return {k: v for k, v in history.items() if v}

@@ -1,0 +1,36 @@
+"""`build_model`: the pretrained backbone, loaded once, with a task's head on it."""
+
+from __future__ import annotations
+
+import keras
+
+from tfsft.config import ModelConfig
+from tfsft.data.labels import LabelSpec
+from tfsft.models.backbones import load_backbone, resolve_preset
+from tfsft.models.freeze import apply_freeze
+
+
+def build_model(
+    cfg: ModelConfig, labels: LabelSpec | int, task: str = "classification"
+) -> keras.Model:
+    """Loads ``cfg.preset``'s backbone, puts ``task``'s head on it, applies freezing.
+
+    Args:
+        cfg: the ``model`` section (preset, dropout, pooling, freeze).
+        labels: the label space (`tfsft.tasks` builds it from the training data),
+            or a number of outputs for a sentence-level task.
+        task: a ``task:`` name.
+
+    Returns:
+        A plain Keras (keras-hub) model taking the backbone's token tensors and
+        returning logits; its preprocessor is detached (tokenization stays in
+        tf.data).
+    """
+    from tfsft.tasks import get_task  # the tasks import this module's siblings
+
+    if isinstance(labels, int):
+        labels = LabelSpec(task, tuple(str(i) for i in range(labels)))
+    preset = resolve_preset(cfg.preset)
+    model = get_task(task).build_model(load_backbone(preset), cfg, labels, preset)
+    apply_freeze(model, cfg.freeze)
+    return model

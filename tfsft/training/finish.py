@@ -1,0 +1,88 @@
+"""The end of a run: the best weights, the evaluation report, the saved model."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from tfsft.config import ExperimentConfig
+from tfsft.data.labels import LabelSpec
+from tfsft.data.pipeline import Encoded
+from tfsft.data.splits import Splits
+from tfsft.evaluation.inference import predict_logits
+from tfsft.evaluation.report import plot_history
+from tfsft.runs import write_json
+from tfsft.tasks.base import Task
+
+
+def report_splits(
+    model: keras.Model,
+    task: Task,
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    splits: Splits,
+    encoded: dict[str, Encoded],
+    labels: LabelSpec,
+    widths: list[int] | None,
+) -> dict[str, Any]:
+    """Evaluates the validation and test splits and writes their reports.
+
+    The validation report goes into the run dir, the test report into
+    ``<run>/test/``; the returned metrics carry the test ones as ``test_<name>``.
+    """
+    metrics: dict[str, Any] = {}
+    for name in ("validation", "test"):
+        examples = getattr(splits, name)
+        if examples is None:
+            continue
+        logits = predict_logits(model, encoded[name], cfg.train.batch_size, widths)
+        outputs = task.outputs(logits, encoded[name])
+        out_dir = run_dir if name == "validation" else run_dir / name
+        split_metrics = task.write_report(
+            out_dir, examples, encoded[name], outputs, labels, cfg.evaluate
+        )
+        prefix = "" if name == "validation" else "test_"
+        metrics |= {f"{prefix}{k}": v for k, v in split_metrics.items()}
+    return metrics
+
+
+def save_run(
+    model: keras.Model,
+    preprocessor: Any,
+    run_dir: Path,
+    metrics: dict[str, Any],
+) -> dict[str, list[float]]:
+    """Writes metrics.json, the training curves and the model; returns the history.
+
+    The model is saved as a self-contained keras-hub preset (backbone config,
+    weights, head, tokenizer) in ``<run>/model``, and the resume backup, no longer
+    needed, is deleted.
+    """
+    write_json(run_dir / "metrics.json", metrics)
+    history = read_history(run_dir / "history.csv")
+    plot_history(history, run_dir / "curves.png")
+    # The optimizer is detached so its state (2x the weights) is not saved with it.
+    optimizer, model.optimizer = model.optimizer, None
+    model.preprocessor = preprocessor
+    model.save_to_preset(str(run_dir / "model"))
+    model.optimizer = optimizer
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
+    return history
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """Per-epoch logs from the CSV log (complete even across resumed sessions)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    # CSVLogger writes "NA" for a metric an epoch did not log.
+    history = {
+        k: [float(r[k]) for r in rows if r.get(k) not in (None, "", "NA")] for k in keys
+    }
+    return {k: v for k, v in history.items() if v}
