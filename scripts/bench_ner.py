@@ -12,13 +12,12 @@ and fixed runners have no counterpart in this mode.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
 from bench_common import EncoderDims
 from bench_report_ner import NerRow
-from bench_runners import Bench, Plan, say, tfsft_padding
+from bench_runners import Bench, Plan, say, tfsft_padding, training_spec
 
 NER_RUNNERS = ("tfsft", "hf")
 
@@ -71,29 +70,17 @@ def make_ner_plan(
     tc = cfg.train
     # Per sentence, as the HF Trainer counts them; tfsft counts windows, one more
     # per training sentence longer than the sequence length (rare in CoNLL-2003).
-    total_steps = math.ceil(len(splits.train) / tc.batch_size) * tc.epochs
-    warmup_steps = round(tc.warmup_ratio * total_steps)
-    spec = {
+    spec = training_spec(
+        str(args.config), overrides, model_dir, cfg, len(splits.train)
+    ) | {
         "task": "token_classification",
-        "config": str(args.config),
-        "overrides": overrides,
-        "model_dir": str(model_dir),
         "label_names": list(labels.names),
         "scheme": labels.scheme,
         "num_classes": labels.num_outputs,
-        "sequence_length": cfg.model.sequence_length,
-        "dropout": cfg.model.dropout,
-        "batch_size": tc.batch_size,
-        "epochs": tc.epochs,
-        "learning_rate": tc.learning_rate,
-        "weight_decay": tc.weight_decay,
-        "warmup_steps": warmup_steps,
-        "total_steps": total_steps,
-        "max_grad_norm": tc.max_grad_norm,
-        "seed": tc.seed,
         "train": _sentences(splits.train.texts, train_tags),
         "validation": _sentences(splits.validation.texts, dev_tags),
     }
+    warmup_steps, total_steps = spec["warmup_steps"], spec["total_steps"]
     rows = args.train_rows or "null"
     dev_words = sum(len(t) for t in dev_tags)
     hyper = {

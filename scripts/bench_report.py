@@ -89,18 +89,22 @@ def fmt_pct(x: float | None) -> str:
     return fmt(None if x is None else 100 * x, ".1f", " %")
 
 
-def compare(a: RunnerRow, b: RunnerRow) -> str:
-    """One sentence comparing runner ``a`` with ``b``: time ratio, accuracy delta."""
+def compare(
+    a: Any, b: Any, metric: str = "accuracy", label: str = "accuracy", spec: str = ".3f"
+) -> str:
+    """One sentence comparing runner row ``a`` with ``b``: the time ratio and the
+    delta of their dev ``metric`` (a row attribute, shown as ``label``)."""
     name_a, name_b = (SHORT_NAMES.get(r.name, r.name) for r in (a, b))
     if a.status != "ok" or b.status != "ok" or not a.train_seconds:
         return f"{name_a} vs {name_b}: not available ({name_b} did not run)"
     ratio = a.train_seconds / (b.train_seconds or math.nan)
     speed = 1 / ratio if ratio <= 1 else ratio
     faster = f"{name_a} {speed:.2f}x as {'fast' if ratio <= 1 else 'slow'}"
-    delta = 100 * ((a.accuracy or 0) - (b.accuracy or 0))
+    value_a, value_b = getattr(a, metric), getattr(b, metric)
+    delta = 100 * ((value_a or 0) - (value_b or 0))
     return (
         f"{name_a} vs {name_b}: train time ratio {ratio:.2f} ({faster}); "
-        f"dev accuracy {a.accuracy:.3f} vs {b.accuracy:.3f} "
+        f"dev {label} {fmt(value_a, spec)} vs {fmt(value_b, spec)} "
         f"(delta {delta:+.1f} points)"
     )
 

@@ -7,17 +7,22 @@ data (no TensorFlow), so the formatting is unit-tested. The parts every mode sha
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_report import fmt, fmt_bytes, intro_lines, processes_lines, setup_lines
+from bench_report import (
+    compare,
+    fmt,
+    fmt_bytes,
+    intro_lines,
+    processes_lines,
+    setup_lines,
+)
 
 NER_TITLES = {
     "tfsft": "tfsft (`tfsft train`)",
     "hf": "HF transformers `Trainer`, `AutoModelForTokenClassification` (PyTorch)",
 }
-SHORT_NAMES = {"tfsft": "tfsft", "hf": "HF"}
 
 
 @dataclass
@@ -96,22 +101,6 @@ def type_table(rows: list[NerRow]) -> list[str]:
     ]
 
 
-def compare(a: NerRow, b: NerRow) -> str:
-    """One sentence comparing runner ``a`` with ``b``: time ratio, F1 delta."""
-    name_a, name_b = (SHORT_NAMES.get(r.name, r.name) for r in (a, b))
-    if a.status != "ok" or b.status != "ok" or not a.train_seconds:
-        return f"{name_a} vs {name_b}: not available ({name_b} did not run)"
-    ratio = a.train_seconds / (b.train_seconds or math.nan)
-    speed = 1 / ratio if ratio <= 1 else ratio
-    faster = f"{name_a} {speed:.2f}x as {'fast' if ratio <= 1 else 'slow'}"
-    delta = 100 * ((a.entity_f1 or 0) - (b.entity_f1 or 0))
-    return (
-        f"{name_a} vs {name_b}: train time ratio {ratio:.2f} ({faster}); "
-        f"dev entity F1 {fmt(a.entity_f1, '.4f')} vs {fmt(b.entity_f1, '.4f')} "
-        f"(delta {delta:+.1f} points)"
-    )
-
-
 def ner_notes(sequence_length: int) -> list[str]:
     """The definitions behind the columns, for the report's last section."""
     return [
@@ -165,7 +154,9 @@ def render_ner(report: NerReport) -> str:
     if types := type_table(report.rows):
         out += ["Entity F1 per type (dev):", "", *types, ""]
     if "tfsft" in by_name and "hf" in by_name:
-        out += [f"- {compare(by_name['tfsft'], by_name['hf'])}", ""]
+        tfsft, hf = by_name["tfsft"], by_name["hf"]
+        summary = compare(tfsft, hf, "entity_f1", "entity F1", ".4f")
+        out += [f"- {summary}", ""]
     out += processes_lines(report.processes, report.cores)
     out += ["### How the figures are computed", "", *[f"- {n}" for n in report.notes]]
     return "\n".join(out) + "\n"

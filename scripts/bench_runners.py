@@ -61,6 +61,33 @@ def tfsft_padding(cfg: Any) -> str:
     )
 
 
+def training_spec(
+    config: str, overrides: list[str], model_dir: Path, cfg: Any, rows: int
+) -> dict[str, Any]:
+    """What every runner trains with, read from the tfsft config after overrides.
+
+    Steps count ``rows`` training examples, as HF's Trainer counts them (tfsft's
+    own count: optim.py, trainer.py).
+    """
+    tc = cfg.train
+    total_steps = math.ceil(rows / tc.batch_size) * tc.epochs
+    return {
+        "config": config,
+        "overrides": overrides,
+        "model_dir": str(model_dir),
+        "sequence_length": cfg.model.sequence_length,
+        "dropout": cfg.model.dropout,
+        "batch_size": tc.batch_size,
+        "epochs": tc.epochs,
+        "learning_rate": tc.learning_rate,
+        "weight_decay": tc.weight_decay,
+        "warmup_steps": round(tc.warmup_ratio * total_steps),
+        "total_steps": total_steps,
+        "max_grad_norm": tc.max_grad_norm,
+        "seed": tc.seed,
+    }
+
+
 def child_env(with_tfsft: bool) -> dict[str, str]:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     if with_tfsft:  # the tfsft this script imported (this checkout), not another

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import math
 import os
 import shlex
 import shutil
@@ -41,7 +40,7 @@ from bench_env import machine_facts, package_versions
 from bench_ner import make_ner_plan, run_ner
 from bench_report import FixedRow, Report, RunnerRow, method_notes, render
 from bench_report_ner import NerReport, NerRow, ner_notes, render_ner
-from bench_runners import Bench, Plan, say, tfsft_padding
+from bench_runners import Bench, Plan, say, tfsft_padding, training_spec
 from bench_sections import SectionError, check_out, write_section
 
 RUNNERS = ("tfsft", "keras_hub", "hf", "fixed")
@@ -156,24 +155,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     task = tfsft.get_task(cfg)
     labels = task.build_labels(splits.train, cfg.data)
     tc = cfg.train
-    # Step counts as tfsft derives them (tfsft/training/optim.py, trainer.py).
-    total_steps = math.ceil(len(splits.train) / tc.batch_size) * tc.epochs
-    warmup_steps = round(tc.warmup_ratio * total_steps)
-    spec = {
-        "config": str(args.config),
-        "overrides": overrides,
-        "model_dir": str(model_dir),
+    spec = training_spec(
+        str(args.config), overrides, model_dir, cfg, len(splits.train)
+    ) | {
         "num_classes": labels.num_outputs,
-        "sequence_length": cfg.model.sequence_length,
-        "dropout": cfg.model.dropout,
-        "batch_size": tc.batch_size,
-        "epochs": tc.epochs,
-        "learning_rate": tc.learning_rate,
-        "weight_decay": tc.weight_decay,
-        "warmup_steps": warmup_steps,
-        "total_steps": total_steps,
-        "max_grad_norm": tc.max_grad_norm,
-        "seed": tc.seed,
         "train": _split(
             splits.train, task.encode_targets(labels, splits.train, cfg.data)
         ),
@@ -182,6 +167,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             task.encode_targets(labels, splits.validation, cfg.data),
         ),
     }
+    warmup_steps, total_steps = spec["warmup_steps"], spec["total_steps"]
     hyper = {
         "model": f"{cfg.model.preset} ({model_dir})",
         "max length (tokens)": cfg.model.sequence_length,

@@ -30,7 +30,7 @@ from tfsft.config_messages import (
     within,
 )
 from tfsft.errors import ConfigError
-from tfsft.tasks import TASKS
+from tfsft.tasks.registry import TASKS
 
 # The task names come from the registry of tasks (a plain dict, light to import).
 Task = Literal[tuple(TASKS)]

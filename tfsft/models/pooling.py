@@ -26,6 +26,7 @@ import keras_hub
 
 from tfsft.errors import ConfigError
 from tfsft.models.backbones import load_saved_task, saved_task_name
+from tfsft.models.layers import freeze_pooler, output_layers
 
 # Where sentence-transformers stores the pooling of its first module.
 _ST_POOLING = Path("1_Pooling") / "config.json"
@@ -72,15 +73,8 @@ class MeanPoolingTextClassifier(keras_hub.models.TextClassifier):
         # Layers first, then the functional graph (keras-hub's task pattern).
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.output_dropout = keras.layers.Dropout(
-            dropout, dtype=backbone.dtype_policy, name="output_dropout"
-        )
-        self.output_dense = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            activation=activation,
-            dtype=backbone.dtype_policy,
-            name="logits",
+        self.output_dropout, self.output_dense = output_layers(
+            backbone, num_classes, dropout, activation
         )
         inputs = backbone.input
         outputs = backbone(inputs)
@@ -93,11 +87,7 @@ class MeanPoolingTextClassifier(keras_hub.models.TextClassifier):
         pooled = keras.ops.sum(vectors * mask, axis=1) / count  # [batch, hidden]
         logits = self.output_dense(self.output_dropout(pooled))
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        # BERT's pooler (dense + tanh on [CLS]) feeds nothing here; freezing it
-        # keeps it out of the optimizer and out of the trainable-parameter count.
-        for layer in backbone.layers:
-            if layer.name == "pooled_dense":
-                layer.trainable = False
+        freeze_pooler(backbone)  # the head reads the token vectors, not [CLS]
         self.num_classes = num_classes
         self.activation = keras.activations.get(activation)
         self.dropout = dropout

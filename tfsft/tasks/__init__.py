@@ -4,9 +4,9 @@ The trainer, CLI, evaluation and export never branch on the task's name; they lo
 the task up here once and ask it (its record fields, targets, encoding, head, loss,
 metrics, report, decoding and serving signature; see `tfsft.tasks.base.Task`).
 
-``TASKS`` maps each ``task:`` value of the config to the module that defines it. The
-modules import TensorFlow, so they load on first use: `tfsft config ...` stays fast.
-Adding a task means adding its module and one line here.
+``TASKS`` (`tfsft.tasks.registry`) maps each ``task:`` value of the config to the
+module that defines it; the modules load on first use. Adding a task means adding
+its module and one line there.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tfsft.tasks.registry import TASKS
+
 if TYPE_CHECKING:
     from tfsft.tasks.base import Task
-
-TASKS: dict[str, str] = {
-    "classification": "tfsft.tasks.classification",
-    "multilabel": "tfsft.tasks.multilabel",
-    "regression": "tfsft.tasks.regression",
-    "token_classification": "tfsft.tasks.token_classification",
-}
 
 
 def get_task(task: str | Any) -> Task:

@@ -90,8 +90,11 @@ class Task:
         every split before any model or tokenizer is loaded)."""
 
     def load_preprocessor(self, preset: str, sequence_length: int) -> Any:
-        """The keras-hub preprocessor that tokenizes this task's inputs."""
-        raise NotImplementedError
+        """The keras-hub preprocessor that tokenizes this task's inputs (here the
+        text classifier's: tokenizer and [CLS]/[SEP] packer)."""
+        from tfsft.models.backbones import load_preprocessor
+
+        return load_preprocessor(preset, sequence_length)
 
     def encode(
         self,

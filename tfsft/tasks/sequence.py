@@ -39,11 +39,6 @@ class SequenceTask(Task):
     ) -> Examples:
         return load_examples(spec, cfg, split, require_label=require_targets)
 
-    def load_preprocessor(self, preset: str, sequence_length: int) -> Any:
-        from tfsft.models.backbones import load_preprocessor
-
-        return load_preprocessor(preset, sequence_length)
-
     def encode(
         self,
         examples: Examples,

@@ -90,11 +90,6 @@ class TokenClassification(Task):
     ) -> None:
         gold_tag_ids(examples, labels, cfg, report_repairs=True)
 
-    def load_preprocessor(self, preset: str, sequence_length: int) -> Any:
-        from tfsft.models.backbones import load_preprocessor
-
-        return load_preprocessor(preset, sequence_length)
-
     def encode(
         self,
         examples: Examples,

@@ -14,6 +14,7 @@ import keras
 import keras_hub
 
 from tfsft.models.backbones import load_saved_task
+from tfsft.models.layers import freeze_pooler, output_layers
 
 
 @keras.saving.register_keras_serializable(package="tfsft")
@@ -34,14 +35,8 @@ class TokenClassifier(keras_hub.models.Task):
     ) -> None:
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.output_dropout = keras.layers.Dropout(
-            dropout, dtype=backbone.dtype_policy, name="output_dropout"
-        )
-        self.output_dense = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            dtype=backbone.dtype_policy,
-            name="logits",
+        self.output_dropout, self.output_dense = output_layers(
+            backbone, num_classes, dropout
         )
         inputs = backbone.input
         outputs = backbone(inputs)
@@ -49,11 +44,7 @@ class TokenClassifier(keras_hub.models.Task):
             outputs = outputs["sequence_output"]  # [batch, seq, hidden]
         logits = self.output_dense(self.output_dropout(outputs))
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        # BERT's pooler (dense + tanh on [CLS]) feeds nothing here; freezing it
-        # keeps it out of the optimizer and out of the trainable-parameter count.
-        for layer in backbone.layers:
-            if layer.name == "pooled_dense":
-                layer.trainable = False
+        freeze_pooler(backbone)  # the head reads the token vectors, not [CLS]
         self.num_classes = num_classes
         self.dropout = dropout
 
