@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tfsft.config import EvaluateConfig
+from tfsft.data.encoded import Encoded
 from tfsft.data.labels import LabelSpec
-from tfsft.data.pipeline import Encoded
 from tfsft.data.sources import Examples
 from tfsft.tasks import get_task
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsft.data.pipeline import Encoded, bucket_widths, token_lengths
+from tfsft.data.encoded import Encoded, token_lengths
+from tfsft.data.pipeline import bucket_widths
 from tfsft.data.pipeline import make_dataset as make_encoded_dataset
 from tfsft.data.sources import Examples
 from tfsft.data.tokenize import tokenize_all
@@ -118,12 +119,7 @@ def test_auto_buckets_are_eight_widths_in_multiples_of_eight():
 
 
 def test_train_and_eval_datasets_trim_padding_to_the_bucket():
-    from tfsft.data.pipeline import (
-        gather_slices,
-        make_eval_dataset,
-        plan_batches,
-        token_lengths,
-    )
+    from tfsft.data.pipeline import gather_slices, make_eval_dataset, plan_batches
 
     pre = load_preprocessor(resolve_preset("tiny"), 64)
     ex = _examples(20)

@@ -38,7 +38,7 @@ from tfsft.data.distributed import (
     per_replica_batch,
     train_dataset_fn,
 )
-from tfsft.data.pipeline import Encoded
+from tfsft.data.encoded import Encoded
 from tfsft.errors import ConfigError, DataError, TfsftError
 from tfsft.training import distribute
 

@@ -24,7 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfsft.data.pipeline import Encoded, eval_plan, gather_slices, plan_batches
+from tfsft.data.encoded import Encoded
+from tfsft.data.pipeline import eval_plan, gather_slices, plan_batches
 from tfsft.errors import ConfigError, DataError
 
 

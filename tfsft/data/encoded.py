@@ -43,4 +43,9 @@ class Encoded:
 
     def lengths(self) -> np.ndarray:
         """Tokens per row [rows], special tokens included (from the padding mask)."""
-        return np.asarray(self.features["padding_mask"]).sum(axis=1)
+        return token_lengths(self.features)
+
+
+def token_lengths(features: dict[str, tf.Tensor]) -> np.ndarray:
+    """Tokens per row [N], from the int32 ``padding_mask`` [N, sequence_length]."""
+    return np.asarray(features["padding_mask"]).sum(axis=1)

@@ -15,8 +15,8 @@ def inspect_splits(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     """Per split: rows, skipped rows, targets, token lengths, and the share of
     examples longer than the sequence length (truncated, or split into windows).
 
-    Reading and encoding the splits runs every check training would, so a clean
-    inspect means training will not stop on bad data. Lengths are counted before
+    Reading the splits and their targets runs every data check training would, so
+    a clean inspect means training will not stop on bad data. Lengths are counted before
     truncation, special tokens included, as the model would see them.
     """
     from tfsft.tasks import get_task
@@ -28,14 +28,13 @@ def inspect_splits(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     preprocessor = task.load_preprocessor(resolve_preset(cfg.model.preset), length)
     out = []
     for name, examples in splits.items():
-        encoded = task.encode(examples, preprocessor, labels, cfg)
         lengths = task.token_counts(examples, preprocessor)
         out.append(
             {
                 "split": name,
                 "rows": len(examples),
                 "skipped": len(examples.skipped),
-                "labels": task.describe_targets(encoded, labels),
+                "labels": task.describe_targets(examples, labels, cfg.data),
                 "tokens": (
                     f"{lengths.mean():.1f}/{np.percentile(lengths, 95):.0f}/"
                     f"{lengths.max()}"

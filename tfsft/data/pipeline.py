@@ -183,11 +183,6 @@ def bucket_width(length: int, widths: list[int] | None, full: int) -> int:
     return full
 
 
-def token_lengths(tokens: dict[str, tf.Tensor]) -> np.ndarray:
-    """Tokens per example [N], from the int32 ``padding_mask`` [N, sequence_length]."""
-    return tokens["padding_mask"].numpy().sum(axis=1)
-
-
 def eval_plan(
     lengths: np.ndarray, batch_size: int, widths: list[int] | None, full: int
 ) -> tuple[list[np.ndarray], list[int], np.ndarray]:

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfsft.config import ExperimentConfig
-from tfsft.data.pipeline import Encoded, bucket_widths, make_eval_dataset
+from tfsft.data.encoded import Encoded
+from tfsft.data.pipeline import bucket_widths, make_eval_dataset
 from tfsft.data.splits import load_splits
 from tfsft.errors import TfsftError
 from tfsft.runs import Run, load_run
@@ -41,6 +42,18 @@ def predict_logits(
     finally:
         model.preprocessor = attached
     return np.asarray(logits)[np.argsort(order)]
+
+
+def predict_outputs(
+    model: keras.Model,
+    task: Any,
+    encoded: Encoded,
+    batch_size: int,
+    widths: list[int] | None = None,
+) -> Any:
+    """The task's per-example outputs (probabilities, values, per-word tags) for
+    an encoded split: `predict_logits`, then ``task.outputs``."""
+    return task.outputs(predict_logits(model, encoded, batch_size, widths), encoded)
 
 
 def _token_logits(model: keras.Model, ds: tf.data.Dataset, width: int) -> np.ndarray:
@@ -82,10 +95,9 @@ def predict_examples(run: Run, examples: Any) -> list[dict[str, Any]]:
     cfg = run.config
     task = get_task(cfg)
     encoded = task.encode(examples, run.model.preprocessor, None, cfg)
-    logits = predict_logits(
-        run.model, encoded, cfg.train.batch_size, config_widths(cfg)
+    outputs = predict_outputs(
+        run.model, task, encoded, cfg.train.batch_size, config_widths(cfg)
     )
-    outputs = task.outputs(logits, encoded)
     return task.decode(outputs, examples, run.labels, cfg.evaluate)
 
 
@@ -158,12 +170,11 @@ def evaluate(
                 f"{run.dir}: the config has no {split} data; pass --data FILE"
             )
     encoded = task.encode(examples, run.model.preprocessor, run.labels, cfg)
-    logits = predict_logits(
-        run.model, encoded, cfg.train.batch_size, config_widths(cfg)
+    outputs = predict_outputs(
+        run.model, task, encoded, cfg.train.batch_size, config_widths(cfg)
     )
     name = Path(data).stem if data else split
     out = Path(output_dir) if output_dir else run.dir / "eval" / name
-    outputs = task.outputs(logits, encoded)
     return task.write_report(out, examples, encoded, outputs, run.labels, cfg.evaluate)
 
 

@@ -110,8 +110,11 @@ class Task:
         """Tokens per example [N] before truncation, special tokens included."""
         raise NotImplementedError
 
-    def describe_targets(self, encoded: Encoded, labels: LabelSpec) -> str:
-        """One line about a split's targets, for ``tfsft data inspect``."""
+    def describe_targets(
+        self, examples: Examples, labels: LabelSpec, cfg: DataConfig
+    ) -> str:
+        """One line about a split's targets, for ``tfsft data inspect`` (it also
+        checks them, as `check_targets` does)."""
         raise NotImplementedError
 
     # --- model ------------------------------------------------------------------

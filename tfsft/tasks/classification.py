@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from tfsft.config import DataConfig, EvaluateConfig, ExperimentConfig
-from tfsft.data.encoded import Encoded
 from tfsft.data.labels import (
     LabelSpec,
     check_one_type,
@@ -67,8 +66,11 @@ class Classification(SequenceTask):
         raise_unknown(unknown, examples, cfg.label_column)
         return ids
 
-    def describe_targets(self, encoded: Encoded, labels: LabelSpec) -> str:
-        counts = Counter(labels.names[i] for i in encoded.targets.tolist())
+    def describe_targets(
+        self, examples: Examples, labels: LabelSpec, cfg: DataConfig
+    ) -> str:
+        ids = self.encode_targets(labels, examples, cfg)
+        counts = Counter(labels.names[i] for i in ids.tolist())
         return ", ".join(f"{n}: {counts.get(n, 0)}" for n in labels.names)
 
     def loss(self) -> keras.losses.Loss:

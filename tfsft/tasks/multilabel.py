@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from tfsft.config import DataConfig, EvaluateConfig, ExperimentConfig
-from tfsft.data.encoded import Encoded
 from tfsft.data.labels import LabelSpec, label_names, raise_unknown
 from tfsft.data.sources import Examples
 from tfsft.errors import DataError
@@ -50,8 +49,11 @@ class Multilabel(SequenceTask):
         raise_unknown(unknown, examples, cfg.label_column)
         return hot
 
-    def describe_targets(self, encoded: Encoded, labels: LabelSpec) -> str:
-        counts = encoded.targets.sum(axis=0).astype(int).tolist()
+    def describe_targets(
+        self, examples: Examples, labels: LabelSpec, cfg: DataConfig
+    ) -> str:
+        hot = self.encode_targets(labels, examples, cfg)
+        counts = hot.sum(axis=0).astype(int).tolist()
         return ", ".join(f"{n}: {c}" for n, c in zip(labels.names, counts, strict=True))
 
     def loss(self) -> keras.losses.Loss:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from tfsft.config import DataConfig, EvaluateConfig, ExperimentConfig
-from tfsft.data.encoded import Encoded
 from tfsft.data.labels import LabelSpec
 from tfsft.data.sources import Examples
 from tfsft.errors import DataError
@@ -37,8 +36,10 @@ class Regression(SequenceTask):
             np.float32,
         )
 
-    def describe_targets(self, encoded: Encoded, labels: LabelSpec) -> str:
-        values = encoded.targets.reshape(-1)
+    def describe_targets(
+        self, examples: Examples, labels: LabelSpec, cfg: DataConfig
+    ) -> str:
+        values = self.encode_targets(labels, examples, cfg).reshape(-1)
         return f"mean {values.mean():.3g}, range {values.min():.3g}..{values.max():.3g}"
 
     def loss(self) -> keras.losses.Loss:

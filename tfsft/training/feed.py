@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from tfsft.config import ExperimentConfig
 from tfsft.data.distributed import eval_dataset_fn, full_batch_plan, train_dataset_fn
-from tfsft.data.pipeline import Encoded, gather_slices, make_eval_dataset, plan_batches
+from tfsft.data.encoded import Encoded
+from tfsft.data.pipeline import gather_slices, make_eval_dataset, plan_batches
 from tfsft.evaluation.inference import config_widths
 
 log = logging.getLogger("tfsft")

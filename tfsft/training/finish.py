@@ -10,10 +10,10 @@ from typing import Any
 import keras
 
 from tfsft.config import ExperimentConfig
+from tfsft.data.encoded import Encoded
 from tfsft.data.labels import LabelSpec
-from tfsft.data.pipeline import Encoded
 from tfsft.data.splits import Splits
-from tfsft.evaluation.inference import predict_logits
+from tfsft.evaluation.inference import predict_outputs
 from tfsft.evaluation.report import plot_history
 from tfsft.runs import write_json
 from tfsft.tasks.base import Task
@@ -39,8 +39,8 @@ def report_splits(
         examples = getattr(splits, name)
         if examples is None:
             continue
-        logits = predict_logits(model, encoded[name], cfg.train.batch_size, widths)
-        outputs = task.outputs(logits, encoded[name])
+        batch = cfg.train.batch_size
+        outputs = predict_outputs(model, task, encoded[name], batch, widths)
         out_dir = run_dir if name == "validation" else run_dir / name
         split_metrics = task.write_report(
             out_dir, examples, encoded[name], outputs, labels, cfg.evaluate

@@ -22,12 +22,12 @@ import keras
 import tensorflow as tf
 
 from tfsft.config import ExperimentConfig
+from tfsft.data.encoded import Encoded
 from tfsft.data.labels import LabelSpec
-from tfsft.data.pipeline import Encoded
 from tfsft.data.sources import describe_skipped
 from tfsft.data.splits import Splits, load_splits
 from tfsft.errors import Interrupted
-from tfsft.evaluation.inference import predict_logits
+from tfsft.evaluation.inference import predict_outputs
 from tfsft.models.backbones import resolve_preset
 from tfsft.models.build import build_model
 from tfsft.models.freeze import count_params
@@ -294,9 +294,9 @@ def _epoch_metrics(
         return None
 
     def compute(model: keras.Model) -> dict[str, float]:
-        logits = predict_logits(model, validation, cfg.train.batch_size, feed.widths)
-        outputs = data.task.outputs(logits, validation)
-        return data.task.epoch_metrics(outputs, validation, data.labels)
+        batch, task = cfg.train.batch_size, data.task
+        outputs = predict_outputs(model, task, validation, batch, feed.widths)
+        return task.epoch_metrics(outputs, validation, data.labels)
 
     return EpochMetrics(compute)
 

@@ -126,8 +126,11 @@ class TokenClassification(Task):
 
         return windows.piece_counts(examples.texts, preprocessor) + 2
 
-    def describe_targets(self, encoded: TokenEncoded, labels: LabelSpec) -> str:
-        return report.describe_entities(encoded, labels)
+    def describe_targets(
+        self, examples: Examples, labels: LabelSpec, cfg: DataConfig
+    ) -> str:
+        gold = gold_tag_ids(examples, labels, cfg)
+        return report.describe_entities(np.concatenate(gold), labels)
 
     # --- model ------------------------------------------------------------------
     def build_model(

@@ -165,10 +165,10 @@ def decode(
     return rows
 
 
-def describe_entities(encoded: Any, labels: LabelSpec) -> str:
-    """Gold entities per type (each begins with B- or S-)."""
+def describe_entities(word_tags: np.ndarray, labels: LabelSpec) -> str:
+    """Gold entities per type (each begins with B- or S-), from legal tag ids."""
     counts = dict.fromkeys(tags.entity_types(labels.names), 0)
-    for tag_id in encoded.word_tags:
+    for tag_id in word_tags:
         prefix, kind = tags.split_tag(labels.names[tag_id])
         if prefix in ("B", "S"):
             counts[kind] += 1
