@@ -1,12 +1,14 @@
-"""The HF runner's own venv: torch (CPU) + transformers, kept apart from tfsft.
+"""The HF runners' own venv: torch (CPU), transformers, TRL, PEFT; apart from tfsft.
 
 PyPI's ``torch`` wheel declares the CUDA runtime (``nvidia-*`` wheels, ``triton``,
 several GB) as dependencies, and download.pytorch.org, home of the CPU-only builds, may
 be unreachable. So torch is installed with ``--no-deps`` (pip takes a local
 ``torch-X+cpu`` wheel when its configured ``find-links`` offers one, PyPI's wheel
 otherwise), then its pure-Python requirements without the CUDA ones, then
-transformers and accelerate (the Trainer needs it). Whether that torch imports and
-multiplies on the CPU is checked before the venv is used.
+transformers and accelerate (the Trainer needs it), TRL and PEFT (the causal-LM
+mode's SFTTrainer with LoRA), pinned to the versions the benchmark was written for.
+Whether that torch imports and multiplies on the CPU is checked before the venv is
+used.
 """
 
 from __future__ import annotations
@@ -20,16 +22,22 @@ from pathlib import Path
 from typing import IO
 
 TORCH = "torch==2.13.0"
-HF_PACKAGES = ["transformers", "accelerate"]
+HF_PACKAGES = [
+    "transformers==5.24.0",
+    "accelerate==1.15.0",
+    "trl==1.16.0",
+    "peft==0.21.2",
+]
 # Written into venvs this script made, so that it only ever rebuilds its own.
 MARKER = ".tfsft-bench-venv"
 # Requirements of the torch wheel that only its CUDA build needs.
 _CUDA_REQUIREMENT = re.compile(r"^(nvidia-|triton|cuda-|cusparselt)", re.IGNORECASE)
 
 _SMOKE = (
-    "import torch, transformers, accelerate; "
+    "import torch, transformers, accelerate, trl, peft; "
     "x = torch.ones(64, 64); assert float((x @ x)[0, 0]) == 64.0; "
-    "print(f'torch {torch.__version__}, transformers {transformers.__version__}')"
+    "print(f'torch {torch.__version__}, transformers {transformers.__version__}, "
+    "trl {trl.__version__}, peft {peft.__version__}')"
 )
 _LIST_TORCH_REQUIRES = (
     "import importlib.metadata as m; print('\\n'.join(m.requires('torch') or []))"

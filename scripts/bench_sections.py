@@ -20,13 +20,14 @@ import tempfile
 from pathlib import Path
 
 # The modes, in the order a new file lists them.
-SECTIONS = ("classification", "token_classification")
+SECTIONS = ("classification", "token_classification", "causal_lm")
 HEADER = (
     "# Benchmarks\n"
     "\n"
     "Written by `scripts/benchmark.py`, one part per mode: sentence classification "
-    "(`--config configs/sst2_minilm.yaml`, the default) and token classification "
-    "(`--config configs/conll2003_minilm.yaml`). A run replaces only its own "
+    "(`--config configs/sst2_minilm.yaml`, the default), token classification "
+    "(`--config configs/conll2003_minilm.yaml`) and causal-LM SFT "
+    "(`--config configs/sft_alpaca_smollm2.yaml`). A run replaces only its own "
     "mode's part, between the marker comments, and keeps the rest of this file.\n"
 )
 _MARKER = re.compile(r"<!-- (/?)benchmark:([\w-]+) -->")

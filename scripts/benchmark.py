@@ -6,6 +6,7 @@ Run from the repository root (the config's data paths are relative to it):
     python scripts/benchmark.py --train-rows 256 --runners tfsft,keras_hub
     python scripts/benchmark.py --set train.batch_size=32 --out /tmp/bench.md
     python scripts/benchmark.py --config configs/conll2003_minilm.yaml  # NER
+    python scripts/benchmark.py --config configs/sft_alpaca_smollm2.yaml  # SFT
 
 Runners (each in its own process, one after another):
   tfsft      `tfsft train CONFIG --set data.max_train_examples=N --set train.epochs=1`
@@ -13,13 +14,14 @@ Runners (each in its own process, one after another):
   hf         transformers Trainer on PyTorch CPU, dynamic padding, in its own venv
   fixed      tfsft's model on random ids, batch 32 x 128 tokens (MFU micro-benchmark)
 
-The config's task picks the mode: `classification` (all four runners) or
+The config's task picks the mode: `classification` (all four runners),
 `token_classification` (tfsft and hf, the latter with AutoModelForTokenClassification
-as HF's run_ner.py does; see bench_ner.py). Hyper-parameters and the training rows
-come from the tfsft config after overrides, so all runners train the same thing.
-The markdown goes to stdout and into the mode's own section of --out (the other
-mode's section is kept; see bench_sections.py), progress to stderr. A benchmark,
-not a test: it asserts no times.
+as HF's run_ner.py does; see bench_ner.py) or `causal_lm` (tfsft, tfsft_fp32 and trl:
+LoRA SFT through `tfsft train` and TRL's SFTTrainer with PEFT; see bench_sft.py).
+Hyper-parameters and the training rows come from the tfsft config after overrides,
+so all runners train the same thing. The markdown goes to stdout and into the
+mode's own section of --out (the other modes' sections are kept; see
+bench_sections.py), progress to stderr. A benchmark, not a test: it asserts no times.
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ from bench_env import machine_facts, package_versions
 from bench_ner import make_ner_plan, run_ner
 from bench_report import FixedRow, Report, RunnerRow, method_notes, render
 from bench_report_ner import NerReport, NerRow, ner_notes, render_ner
+from bench_report_sft import SftReport, SftRow, render_sft, sft_notes
 from bench_runners import Bench, Plan, say, tfsft_padding, training_spec
 from bench_sections import SectionError, check_out, write_section
+from bench_sft import SFT_RUNNERS, SftBench, make_sft_plan, run_sft
 
 RUNNERS = ("tfsft", "keras_hub", "hf", "fixed")
-TASKS = ("classification", "token_classification")
+ALL_RUNNERS = (*RUNNERS, *(r for r in SFT_RUNNERS if r not in RUNNERS))
+TASKS = ("classification", "token_classification", "causal_lm")
+CLASSIFICATION_ROWS = 4000  # --train-rows default but in the causal-LM mode (900)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,14 +71,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--train-rows",
         type=int,
-        default=4000,
-        help="training rows (tfsft's seeded subset); 0 = the whole training file",
+        default=None,
+        help="training rows (tfsft's seeded subset); 0 = the whole training file; "
+        f"default {CLASSIFICATION_ROWS}. Causal LM: the first N records (default 900)",
+    )
+    parser.add_argument(
+        "--eval-rows",
+        type=int,
+        default=None,
+        help="causal LM only: the held-out records after the training ones "
+        "(default 99)",
     )
     parser.add_argument(
         "--runners",
         default=None,
-        help=f"comma-separated subset of {','.join(RUNNERS)} (default: all of them "
-        "for a classification config, tfsft,hf for token classification)",
+        help=f"comma-separated subset of {','.join(ALL_RUNNERS)} (default: "
+        f"{','.join(RUNNERS)} for a classification config, tfsft,hf for token "
+        f"classification, {','.join(SFT_RUNNERS)} for causal LM)",
     )
     parser.add_argument(
         "--out",
@@ -100,14 +115,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runners is not None:  # None: the mode's default, known once configured
         runners = [r.strip() for r in args.runners.split(",") if r.strip()]
-        unknown = sorted(set(runners) - set(RUNNERS))
+        unknown = sorted(set(runners) - set(ALL_RUNNERS))
         if unknown or not runners:
             parser.error(
-                f"--runners: unknown {unknown}; choose from {','.join(RUNNERS)}"
+                f"--runners: unknown {unknown}; choose from {','.join(ALL_RUNNERS)}"
             )
-        args.runners = [r for r in RUNNERS if r in runners]  # always in this order
-    if args.train_rows < 0 or args.fixed_steps < 1:
+        args.runners = [r for r in ALL_RUNNERS if r in runners]  # in this order
+    if (args.train_rows or 0) < 0 or args.fixed_steps < 1:
         parser.error("--train-rows must be >= 0 and --fixed-steps >= 1")
+    if args.eval_rows is not None and args.eval_rows < 1:
+        parser.error("--eval-rows must be >= 1")
     return args
 
 
@@ -120,13 +137,23 @@ def make_plan(args: argparse.Namespace) -> Plan:
     import tfsft
     from tfsft.errors import ConfigError
 
-    rows = args.train_rows or "null"
+    default_rows = CLASSIFICATION_ROWS if args.train_rows is None else args.train_rows
+    rows = default_rows or "null"
     overrides = [f"data.max_train_examples={rows}", "train.epochs=1", *args.overrides]
     cfg = tfsft.load_config(args.config, overrides)
     if cfg.task not in TASKS:
         raise ConfigError(
             f"{args.config}: the benchmark needs task: {' or '.join(TASKS)} "
             f"(got {cfg.task})"
+        )
+    if cfg.task == "causal_lm":  # its own rows, split and checks (bench_sft.py)
+        return make_sft_plan(args, cfg, ["train.epochs=1", *args.overrides])
+    args.train_rows = default_rows
+    extra = [r for r in args.runners or () if r not in RUNNERS]
+    if extra:
+        raise ConfigError(
+            f"--runners: {','.join(extra)} run causal_lm configs only; choose from "
+            f"{','.join(RUNNERS)}"
         )
     if cfg.task == "token_classification":  # before loading data: a quick error
         from bench_ner import ner_runners
@@ -221,7 +248,7 @@ def run_all(
 def render_section(
     plan: Plan,
     bench: Bench,
-    rows: list[RunnerRow] | list[NerRow],
+    rows: list[RunnerRow] | list[NerRow] | list[SftRow],
     fixed: list[FixedRow],
     argv: list[str] | None,
     load_start: tuple[float, float, float],
@@ -251,6 +278,13 @@ def render_section(
     if plan.task == "token_classification":
         notes = ner_notes(plan.spec["sequence_length"]) + bench.notes
         return render_ner(NerReport(rows=rows, notes=notes, **shared))
+    if isinstance(bench, SftBench):
+        notes = sft_notes() + bench.notes
+        samples, runner = bench.samples, bench.sample_runner
+        report = SftReport(
+            rows=rows, samples=samples, sample_runner=runner, notes=notes, **shared
+        )
+        return render_sft(report)
     notes = method_notes(plan.dims) + bench.notes
     return render(
         Report(peaks=bench.peaks, rows=rows, fixed=fixed, notes=notes, **shared)
@@ -282,10 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="tfsft-bench-"))  # the data copy: never kept
     fixed: list[FixedRow] = []
     try:
-        bench = Bench(args, plan, tmp)
-        if plan.task == "token_classification":
-            rows: list[RunnerRow] | list[NerRow] = run_ner(bench, plan.runners)
+        if plan.task == "causal_lm":
+            bench = SftBench(args, plan, tmp)
+            rows: list[RunnerRow] | list[NerRow] | list[SftRow] = run_sft(
+                bench, plan.runners
+            )
+        elif plan.task == "token_classification":
+            bench = Bench(args, plan, tmp)
+            rows = run_ner(bench, plan.runners)
         else:
+            bench = Bench(args, plan, tmp)
             rows, fixed = run_all(bench, plan.runners, args.fixed_precisions)
     except KeyboardInterrupt:
         print("benchmark: interrupted; nothing written", file=sys.stderr)

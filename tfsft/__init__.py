@@ -47,6 +47,7 @@ _LAZY = {
     "make_callbacks": "tfsft.training.callbacks",
     "make_optimizer": "tfsft.training.optim",
     "export_model": "tfsft.export.saved_model",
+    "generate": "tfsft.evaluation.generate",
 }
 
 __all__ = [

@@ -28,6 +28,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from tfsft.cli_generate import generate_command
+from tfsft.cli_models import models_app
 from tfsft.config import config_schema, config_to_yaml, load_config
 from tfsft.errors import Interrupted, TfsftError
 
@@ -41,6 +43,7 @@ config_app = typer.Typer(help="Check and show configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Look at the data a config reads.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 err = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.")]
@@ -264,8 +267,19 @@ def serve(
     poll_seconds: Annotated[
         float, typer.Option(help="How often to look for new versions.")
     ] = 2.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TFSFT_API_KEY",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer KEY' on every endpoint (gRPC: "
+            "the authorization metadata). The environment variable keeps the key "
+            "out of the process list.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve an exported model with TF Serving's REST and gRPC APIs."""
+    """Serve an exported model with TF Serving's REST and gRPC APIs (and, for a
+    causal LM, OpenAI's /v1/chat/completions)."""
     import threading
 
     from tfsft.export.serve import ServeOptions, Server
@@ -279,17 +293,23 @@ def serve(
         max_body_mb,
         max_rows,
         poll_seconds,
+        api_key or None,
     )
     server = Server(model_dir, options)
     server.start()
     if host not in ("127.0.0.1", "localhost", "::1"):
+        unguarded = "" if api_key else " with no --api-key: anyone there can query it"
         err.print(
-            f"[yellow]warning[/]: listening on {host}: reachable from the network"
+            f"[yellow]warning[/]: listening on {host}: reachable from the "
+            f"network{unguarded}"
         )
     try:
         threading.Event().wait()
     finally:
         server.stop()
+
+
+app.command("generate")(_handle_errors(generate_command))
 
 
 @config_app.command("validate")

@@ -29,6 +29,8 @@ from tfsft.config_messages import (
     key_lines,
     within,
 )
+from tfsft.config_peft import PeftConfig
+from tfsft.config_sft import GenerateConfig, SftDataFields
 from tfsft.errors import ConfigError
 from tfsft.tasks.registry import TASKS
 
@@ -42,7 +44,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(SftDataFields, _Strict):
     """Where the examples come from and which columns hold what."""
 
     train: str = Field(description="Path (CSV/TSV/JSONL/JSON) or tfds:NAME[:SPLIT].")
@@ -161,12 +163,6 @@ class ModelConfig(_Strict):
     )
 
 
-class PeftConfig(_Strict):
-    # Only full fine-tuning exists so far; LoRA, adapters and prompt tuning add
-    # their own literals and options here when they land.
-    method: Literal["none"] = "none"
-
-
 class TrainConfig(_Strict):
     """Optimiser, schedule and loop settings."""
 
@@ -182,6 +178,12 @@ class TrainConfig(_Strict):
         description="Average the gradients of this many batches per optimizer "
         "update: the effective batch is batch_size x this, in the memory of one "
         "batch. Steps (save_every_steps, the schedule) count batches.",
+    )
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        default=False,
+        description="Recompute each transformer block in the backward pass: far "
+        "less activation memory for about a third more compute; auto does it "
+        "only for batches of 3,072 or more token positions.",
     )
     seed: int = 42
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
@@ -275,6 +277,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    generate: GenerateConfig = GenerateConfig()
 
     @model_validator(mode="after")
     def _token_classification_keys(self) -> ExperimentConfig:

@@ -28,7 +28,7 @@ def inspect_splits(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     preprocessor = task.load_preprocessor(resolve_preset(cfg.model.preset), length)
     out = []
     for name, examples in splits.items():
-        lengths = task.token_counts(examples, preprocessor)
+        lengths = task.token_counts(examples, preprocessor, cfg)
         out.append(
             {
                 "split": name,

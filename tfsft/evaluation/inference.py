@@ -23,12 +23,15 @@ def predict_logits(
     encoded: Encoded,
     batch_size: int,
     widths: list[int] | None = None,
+    reduce: Any = None,
 ) -> np.ndarray:
     """The model's float logits for every row of ``encoded``, in row order.
 
     Rows are batched by length (padded to ``widths`` buckets) and put back into
     order. Per-token logits of batches of different widths are padded back to the
-    encoded width, so the result is one array [rows, width, ...].
+    encoded width, so the result is one array [rows, width, ...]; ``reduce``
+    (logits, features) -> tensor maps each token-level batch in the graph first
+    (a task's `reduce_logits`).
     """
     ds, order = make_eval_dataset(encoded, batch_size, widths)
     # A keras-hub task with a preprocessor attached would tokenize the (already
@@ -36,7 +39,7 @@ def predict_logits(
     attached, model.preprocessor = model.preprocessor, None
     try:
         if encoded.token_level:
-            logits = _token_logits(model, ds, encoded.width)
+            logits = _token_logits(model, ds, encoded.width, reduce)
         else:
             logits = model.predict(ds, verbose=0)
     finally:
@@ -53,10 +56,13 @@ def predict_outputs(
 ) -> Any:
     """The task's per-example outputs (probabilities, values, per-word tags) for
     an encoded split: `predict_logits`, then ``task.outputs``."""
-    return task.outputs(predict_logits(model, encoded, batch_size, widths), encoded)
+    logits = predict_logits(model, encoded, batch_size, widths, task.reduce_logits)
+    return task.outputs(logits, encoded)
 
 
-def _token_logits(model: keras.Model, ds: tf.data.Dataset, width: int) -> np.ndarray:
+def _token_logits(
+    model: keras.Model, ds: tf.data.Dataset, width: int, reduce: Any = None
+) -> np.ndarray:
     """Per-token logits [rows, width, tags] of batches trimmed to different widths.
 
     Keras' predict() would join them into a ragged tensor through Python lists;
@@ -64,11 +70,20 @@ def _token_logits(model: keras.Model, ds: tf.data.Dataset, width: int) -> np.nda
     traced once for the dataset's shapes (not once per batch width).
     """
 
-    @tf.function(input_signature=[ds.element_spec])
-    def padded_logits(x: dict[str, tf.Tensor]) -> tf.Tensor:
-        logits = tf.cast(model(x, training=False), tf.float32)  # [rows, w, tags]
-        return tf.pad(logits, [[0, 0], [0, width - tf.shape(logits)[1]], [0, 0]])
+    # Traced once per model, dataset structure and width, and kept on the model:
+    # the per-epoch validation pass would otherwise retrace it every epoch.
+    cache = model.__dict__.setdefault("_tfsft_padded_logits", {})
+    key = (repr(ds.element_spec), width, getattr(reduce, "__qualname__", None))
+    if key not in cache:
 
+        @tf.function(input_signature=[ds.element_spec])
+        def padded_logits(x: dict[str, tf.Tensor]) -> tf.Tensor:
+            logits = model(x, training=False)  # [rows, w, tags]
+            logits = reduce(logits, x) if reduce else tf.cast(logits, tf.float32)
+            return tf.pad(logits, [[0, 0], [0, width - tf.shape(logits)[1]], [0, 0]])
+
+        cache[key] = padded_logits
+    padded_logits = cache[key]
     return np.concatenate([padded_logits(x).numpy() for x in ds])
 
 

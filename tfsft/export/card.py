@@ -73,7 +73,12 @@ def _inputs(function: Any) -> list[str]:
 
 
 def _text_usage(outputs: str, inputs: list[str]) -> str:
-    examples = {"text": "first", "text_pair": "second"}
+    examples = {
+        "text": "first",
+        "text_pair": "second",
+        "prompt": "Name three colours.",
+        "max_new_tokens": 32,
+    }
     values = {name: examples.get(name, name) for name in inputs}
     instance = json.dumps(values if len(inputs) > 1 else values[inputs[0]])
     args = ", ".join(f"{k}=tf.constant([{v!r}])" for k, v in values.items())

@@ -18,7 +18,14 @@ from tensorflow_serving.apis import (
 )
 
 from tfsft.export.rest import signature_def_map
-from tfsft.export.servables import BadRequest, Batcher, ModelStore, NotFound
+from tfsft.export.servables import (
+    BadRequest,
+    Batcher,
+    ModelStore,
+    NotFound,
+    Unauthorized,
+    check_bearer,
+)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -82,12 +89,33 @@ class _status:
         return False
 
 
+class BearerAuth(grpc.ServerInterceptor):
+    """Refuses calls without ``authorization: Bearer <key>`` metadata."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        metadata = dict(details.invocation_metadata or ())
+        try:
+            check_bearer(metadata.get("authorization"), self.api_key)
+        except Unauthorized as e:
+            message = str(e)
+
+            def refuse(request: Any, context: grpc.ServicerContext) -> None:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        return continuation(details)
+
+
 def make_grpc_server(
     address: str,
     store: ModelStore,
     batcher: Batcher,
     max_rows: int,
     max_message_bytes: int,
+    api_key: str | None = None,
 ) -> tuple[grpc.Server, int]:
     """A started-ready gRPC server and the port it bound (0 picks a free one)."""
     server = grpc.server(
@@ -96,6 +124,7 @@ def make_grpc_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ],
+        interceptors=[BearerAuth(api_key)] if api_key else None,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(store, batcher, max_rows), server

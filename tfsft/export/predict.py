@@ -44,6 +44,11 @@ def predict_export(
     servable: Servable, texts: list[str], pairs: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """One JSON row per text, from the export's ``serving_default`` signature."""
+    if servable.generation is not None:
+        raise TfsftError(
+            f"{servable.path}: a causal-LM export generates text: use "
+            "`tfsft generate EXPORT --prompt ...`"
+        )
     if not texts:
         return []
     inputs: dict[str, Any] = {"text": np.array(texts, dtype=object)}

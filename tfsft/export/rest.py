@@ -6,7 +6,9 @@
   (columnar) in, ``predictions`` or ``outputs`` back.
 
 Errors are ``{"error": "..."}`` with TF Serving's status codes (400 bad request, 404
-unknown model/version/signature, 413 body too large).
+unknown model/version/signature, 413 body too large; 401 without the API key when
+the server has one). A causal-LM export also answers OpenAI's ``/v1/models`` and
+``/v1/chat/completions`` (`tfsft.export.openai_api`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from tfsft.export.servables import BadRequest, Batcher, ModelStore, NotFound
+from tfsft.export import openai_api
+from tfsft.export.servables import (
+    BadRequest,
+    Batcher,
+    ModelStore,
+    NotFound,
+    Unauthorized,
+    check_bearer,
+)
 
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
@@ -42,10 +52,12 @@ class RestServer(ThreadingHTTPServer):
         batcher: Batcher,
         max_body_bytes: int = 10 * 2**20,
         max_rows: int = 1024,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.store, self.batcher = store, batcher
         self.max_body_bytes, self.max_rows = max_body_bytes, max_rows
+        self.api_key = api_key
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -62,9 +74,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(post=True)
 
     def _handle(self, post: bool) -> None:
+        path = self.path.split("?")[0]
+        openai = path in openai_api.PATHS
+        body = self._admit(post, openai)
+        if body is None:
+            return
+        if openai:
+            openai_api.handle(self, path, post, body)
+            return
         try:
-            body = self._read_body() if post else b""
-            match = _PATH.match(self.path.split("?")[0])
+            match = _PATH.match(path)
             if not match or (match["verb"] == ":predict") != post:
                 raise NotFound(f"Malformed request: {self.command} {self.path}")
             version = int(match["version"]) if match["version"] else None
@@ -80,8 +99,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, {"error": str(e)})
         except BadRequest as e:
             self._send(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+
+    def _admit(self, post: bool, openai: bool) -> bytes | None:
+        """The body, once the API key is checked; None when an error was sent
+        (in OpenAI's error shape on its paths)."""
+        headers, reason = {}, None
+        try:
+            check_bearer(self.headers.get("Authorization"), self.server.api_key)
+            return self._read_body() if post else b""
+        except Unauthorized as e:
+            self.close_connection = True  # the body of a stranger stays unread
+            code, message, reason = HTTPStatus.UNAUTHORIZED, str(e), "invalid_api_key"
+            headers = {"WWW-Authenticate": "Bearer"}
+        except BadRequest as e:
+            code, message = HTTPStatus.BAD_REQUEST, str(e)
         except _TooLarge as e:
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(e)})
+            code, message = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(e)
+        error = openai_api.OpenAIError(code, message, code=reason)
+        self._send(code, error.body() if openai else {"error": message}, headers)
+        return None
 
     def _read_body(self) -> bytes:
         try:
@@ -137,11 +173,18 @@ class _Handler(BaseHTTPRequestHandler):
             return {"outputs": next(iter(outputs.values()))}
         return {"outputs": outputs}
 
-    def _send(self, code: HTTPStatus, payload: dict[str, Any]) -> None:
+    def _send(
+        self,
+        code: HTTPStatus,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 

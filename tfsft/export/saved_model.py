@@ -41,7 +41,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, run: Run, assets: dict[str, Path], with_text: bool) -> None:
         super().__init__()
-        self.model = run.model
+        self.model = saved_model_of(run.model)
         # Tracked assets are copied into <export>/assets/ and listed in the graph.
         self.assets = {k: tf.saved_model.Asset(str(p)) for k, p in assets.items()}
         if with_text:
@@ -107,6 +107,12 @@ def export_model(
     return final
 
 
+def saved_model_of(model: Any) -> Any:
+    """The model to save: the one a training wrapper holds (the causal LM's
+    `SFTCausalLM`, which Keras cannot serialise), else the model itself."""
+    return getattr(model, "causal_lm", model)
+
+
 def next_version(base: Path) -> int:
     """One above the highest integer-named subdirectory of ``base`` (1 if none)."""
     versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
@@ -127,7 +133,7 @@ def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
     if not tokens_only:
         keras_dir = target / "keras"
         keras_dir.mkdir()
-        run.model.save(str(keras_dir / "model.keras"))
+        saved_model_of(run.model).save(str(keras_dir / "model.keras"))
         shutil.copytree(run.dir / "model", keras_dir / "preset")
 
 
@@ -145,6 +151,12 @@ def _write_assets(
     paths["vocab"].write_text("\n".join(tokenizer.get_vocabulary()) + "\n")
     paths["config"].write_text(config_to_yaml(run.config))
     write_model_card(paths["card"], run, signatures)
+    task = get_task(run.config)
+    for name, text in task.serving_assets(
+        run.model, run.model.preprocessor, run.config
+    ).items():
+        paths[Path(name).stem] = folder / name
+        paths[Path(name).stem].write_text(text)
     return paths
 
 

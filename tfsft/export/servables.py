@@ -7,6 +7,7 @@ exported version replaces it without a restart.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import queue
 import threading
@@ -32,6 +33,30 @@ class BadRequest(Exception):
     """The request does not fit the signature (HTTP 400, gRPC INVALID_ARGUMENT)."""
 
 
+class Unauthorized(Exception):
+    """No or a wrong API key (HTTP 401, gRPC UNAUTHENTICATED)."""
+
+
+def check_bearer(header: str | None, api_key: str | None) -> None:
+    """Checks an ``Authorization`` value against the server's key (if it has one).
+
+    Raises:
+        Unauthorized: the header is missing or holds another key.
+    """
+    if not api_key:
+        return
+    if not header:
+        raise Unauthorized(
+            "missing API key: send the header 'Authorization: Bearer <key>'"
+        )
+    scheme, _, given = header.partition(" ")
+    # A constant-time comparison: response times must not leak the key.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), api_key.encode()
+    ):
+        raise Unauthorized("incorrect API key provided")
+
+
 @dataclass
 class Servable:
     """One loaded version: its signatures and their SignatureDef protos."""
@@ -45,6 +70,8 @@ class Servable:
     task: Any = None
     labels: Any = None
     config: Any = None
+    # A causal LM's template and generation defaults (`tfsft.export.generate`).
+    generation: Any = None
 
     @classmethod
     def load(cls, path: Path) -> Servable:
@@ -59,7 +86,19 @@ class Servable:
         functions = {k: module.signatures[k] for k in defs}
         servable = cls(int(path.name), path, module, defs, functions)
         servable.task, servable.labels, servable.config = read_export_assets(path)
+        from tfsft.export.generate import read_generation
+
+        servable.generation = read_generation(path)
         return servable
+
+    def check(self, signature: str, arrays: dict[str, np.ndarray]) -> None:
+        """Checks a request's rows beyond the signature's specs (a causal LM's
+        prompt lengths) before it joins a merged batch, where one bad row would
+        fail every request in the batch."""
+        if self.generation is not None:
+            from tfsft.export.generate import check_request
+
+            check_request(self, signature, arrays)
 
     def json_rows(
         self, signature: str, inputs: dict[str, Any], outputs: dict[str, np.ndarray]
@@ -226,6 +265,7 @@ class Batcher:
     ) -> dict[str, np.ndarray]:
         """Validates one request, waits for its batch to run, returns its rows."""
         arrays = servable.prepare(signature, inputs)  # bad input fails alone
+        servable.check(signature, arrays)
         rows = {len(v) for v in arrays.values() if v.ndim > 0}
         if len(rows) != 1:
             # No common batch dimension to split on: run it by itself.

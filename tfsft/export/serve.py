@@ -25,6 +25,8 @@ class ServeOptions:
     max_body_mb: float = 10.0
     max_rows: int = 1024
     poll_seconds: float = 2.0
+    # Every endpoint (REST, OpenAI, gRPC) then wants "Authorization: Bearer KEY".
+    api_key: str | None = None
 
 
 class Server:
@@ -43,7 +45,12 @@ class Server:
         max_body = int(opts.max_body_mb * 2**20)
         try:
             self.rest = RestServer(
-                (opts.host, opts.port), self.store, batcher, max_body, opts.max_rows
+                (opts.host, opts.port),
+                self.store,
+                batcher,
+                max_body,
+                opts.max_rows,
+                opts.api_key,
             )
         except OSError as e:
             raise TfsftError(
@@ -58,6 +65,7 @@ class Server:
                 batcher,
                 opts.max_rows,
                 max_body,
+                opts.api_key,
             )
             if not self.grpc_port:
                 raise TfsftError(f"--grpc-port {opts.grpc_port}: cannot listen")
@@ -81,6 +89,12 @@ class Server:
             self.store.name,
             f", gRPC {self.options.host}:{self.grpc_port}" if self.grpc else "",
         )
+        if self.store.get(self.store.name).generation is not None:
+            log.info(
+                "OpenAI-compatible chat: http://%s:%d/v1/chat/completions",
+                self.options.host,
+                self.port,
+            )
 
     def stop(self) -> None:
         self.store.stop()

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,9 @@ def resolve_preset(preset: str) -> str:
         ConfigError: for a missing directory or the ``minilm`` alias when the package
             is not installed, with the command that fixes it.
     """
-    if preset == "minilm":
-        return str(minilm_dir())
-    if preset == "tiny":
-        return str(ensure_tiny_preset())
+    aliases = preset_aliases()
+    if preset in aliases:
+        return str(aliases[preset]())
     path = Path(preset).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -53,6 +53,28 @@ def resolve_preset(preset: str) -> str:
             "name; use minilm, tiny, a preset dir or a Hugging Face-format dir"
         )
     return preset  # a keras-hub preset name; from_preset downloads it if needed
+
+
+def preset_aliases() -> dict[str, Callable[[], Path]]:
+    """The ``model.preset`` aliases, each mapped to a function that returns its
+    local dir (created or converted on first use)."""
+    return {
+        "minilm": minilm_dir,
+        "tiny": ensure_tiny_preset,
+        "tiny-gpt2": _decoder("tiny_decoders", "ensure_tiny_gpt2"),
+        "smollm2-135m": _decoder("decoders", "ensure_smollm2"),
+        "tiny-llama": _decoder("decoders", "ensure_tiny_llama"),
+    }
+
+
+def _decoder(module: str, name: str) -> Callable[[], Path]:
+    # The decoder modules are imported only when their alias is used: importing
+    # `tfsft.models.decoders` loads keras-hub (and TensorFlow) to patch it, which
+    # resolving `minilm` or a path must not wait for (or log).
+    def ensure() -> Path:
+        return getattr(importlib.import_module(f"tfsft.models.{module}"), name)()
+
+    return ensure
 
 
 def minilm_dir() -> Path:
@@ -86,7 +108,10 @@ def ensure_tiny_preset(path: Path | None = None) -> Path:
     if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
         return path
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    make_tiny_preset(tmp)
+    from tfsft.models.tiny_decoders import float32_policy
+
+    with float32_policy():
+        make_tiny_preset(tmp)
     try:
         tmp.rename(path)
     except OSError:
@@ -145,6 +170,10 @@ def load_backbone(preset: str) -> Any:
     import keras
     import keras_hub
 
+    from tfsft.models.decoders import register_decoders
+
+    register_decoders()  # keras-hub's Llama loading fixes; see that module
+
     dtype = keras.config.dtype_policy()
     return keras_hub.models.Backbone.from_preset(preset, dtype=dtype)
 
@@ -152,6 +181,10 @@ def load_backbone(preset: str) -> Any:
 def load_preprocessor(preset: str, sequence_length: int) -> Any:
     """The keras-hub text-classifier preprocessor (tokenizer + packer) of a preset."""
     import keras_hub
+
+    from tfsft.models.decoders import register_decoders
+
+    register_decoders()  # keras-hub's Llama loading fixes; see that module
 
     return keras_hub.models.TextClassifierPreprocessor.from_preset(
         preset, sequence_length=sequence_length

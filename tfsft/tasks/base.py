@@ -106,7 +106,19 @@ class Task:
         """Token features, and targets and weights when ``labels`` is given."""
         raise NotImplementedError
 
-    def token_counts(self, examples: Examples, preprocessor: Any) -> np.ndarray:
+    def encode_train(
+        self,
+        examples: Examples,
+        preprocessor: Any,
+        labels: LabelSpec,
+        cfg: ExperimentConfig,
+    ) -> Encoded:
+        """The training split (a task may lay it out differently, e.g. packed)."""
+        return self.encode(examples, preprocessor, labels, cfg)
+
+    def token_counts(
+        self, examples: Examples, preprocessor: Any, cfg: ExperimentConfig
+    ) -> np.ndarray:
         """Tokens per example [N] before truncation, special tokens included."""
         raise NotImplementedError
 
@@ -131,6 +143,16 @@ class Task:
     def load_model(self, preset_dir: Path, dtype: str | None) -> keras.Model:
         """Loads what `build_model` built and ``save_to_preset`` wrote."""
         raise NotImplementedError
+
+    def save_extras(self, model_dir: Path, preprocessor: Any) -> None:
+        """Writes what the task needs beside the saved model (none here)."""
+
+    def callbacks(
+        self, run_dir: Path, cfg: ExperimentConfig, preprocessor: Any, validation: Any
+    ) -> list[keras.callbacks.Callback]:
+        """The task's own training callbacks (none here); ``validation`` is the
+        validation `Examples` or None."""
+        return []
 
     def describe_head(self, model: keras.Model) -> str:
         """The head, for the model card."""
@@ -168,6 +190,13 @@ class Task:
         return Monitor(requested, self.metric_modes[base])
 
     # --- outputs ------------------------------------------------------------------
+    def reduce_logits(self, logits: Any, x: dict[str, Any]) -> Any:
+        """In the graph, per batch: what of a token-level batch's logits [rows,
+        width, ...] reaches the host (all of them here, as float32)."""
+        import tensorflow as tf
+
+        return tf.cast(logits, tf.float32)
+
     def outputs(self, logits: np.ndarray, encoded: Encoded) -> Any:
         """Per-example outputs (probabilities, values, ...) from per-row logits."""
         raise NotImplementedError
@@ -240,6 +269,12 @@ class Task:
     def serving_usage(self, cfg: ExperimentConfig) -> str:
         """The model card's account of the raw-text signature's inputs and outputs."""
         raise NotImplementedError
+
+    def serving_assets(
+        self, model: keras.Model, preprocessor: Any, cfg: ExperimentConfig
+    ) -> dict[str, str]:
+        """Extra files (name -> text) for the export's ``assets/`` (none here)."""
+        return {}
 
     def decode_serving(
         self,

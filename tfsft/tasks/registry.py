@@ -9,4 +9,5 @@ TASKS: dict[str, str] = {
     "multilabel": "tfsft.tasks.multilabel",
     "regression": "tfsft.tasks.regression",
     "token_classification": "tfsft.tasks.token_classification",
+    "causal_lm": "tfsft.tasks.causal_lm",
 }

@@ -65,7 +65,9 @@ class SequenceTask(Task):
     ) -> None:
         self.encode_targets(labels, examples, cfg)
 
-    def token_counts(self, examples: Examples, preprocessor: Any) -> np.ndarray:
+    def token_counts(
+        self, examples: Examples, preprocessor: Any, cfg: ExperimentConfig
+    ) -> np.ndarray:
         import tensorflow as tf
 
         def count(texts: list[str]) -> np.ndarray:

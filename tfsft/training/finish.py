@@ -52,6 +52,7 @@ def report_splits(
 
 def save_run(
     model: keras.Model,
+    task: Task,
     preprocessor: Any,
     run_dir: Path,
     metrics: dict[str, Any],
@@ -69,6 +70,7 @@ def save_run(
     optimizer, model.optimizer = model.optimizer, None
     model.preprocessor = preprocessor
     model.save_to_preset(str(run_dir / "model"))
+    task.save_extras(run_dir / "model", preprocessor)
     model.optimizer = optimizer
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
     return history

@@ -31,6 +31,7 @@ from tfsft.evaluation.inference import predict_outputs
 from tfsft.models.backbones import resolve_preset
 from tfsft.models.build import build_model
 from tfsft.models.freeze import count_params
+from tfsft.models.remat import AUTO_MIN_TOKENS, enable_block_remat
 from tfsft.runs import Run, open_run_dir, write_status
 from tfsft.tasks import get_task
 from tfsft.tasks.base import Task
@@ -71,6 +72,9 @@ class TrainingData:
 def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -> None:
     """Compiles ``model`` with the task's loss and metrics, AdamW and its schedule."""
     task = get_task(cfg)
+    if cfg.train.gradient_checkpointing:
+        auto = cfg.train.gradient_checkpointing == "auto"
+        enable_block_remat(model.backbone, AUTO_MIN_TOKENS if auto else 0)
     model.compile(
         optimizer=make_optimizer(cfg.train, total_steps),
         loss=task.loss(),
@@ -98,7 +102,9 @@ def prepare_data(cfg: ExperimentConfig) -> TrainingData:
     preset = resolve_preset(cfg.model.preset)
     preprocessor = task.load_preprocessor(preset, cfg.model.sequence_length)
     encoded = {
-        name: task.encode(examples, preprocessor, labels, cfg)
+        name: (task.encode_train if name == "train" else task.encode)(
+            examples, preprocessor, labels, cfg
+        )
         for name, examples in splits.items()
     }
     return TrainingData(task, splits, labels, preprocessor, encoded)
@@ -187,6 +193,9 @@ def _run(
     trainable, total = count_params(model)
     _log_start(cfg, data, feed, trainable, total, start_step)
     callbacks = make_callbacks(run_dir, tc, monitor, _epoch_metrics(cfg, data, feed))
+    callbacks += data.task.callbacks(
+        run_dir, cfg, data.preprocessor, data.splits.validation
+    )
     verbose = progress_verbosity() if verbose is None else verbose
     if verbose == 2:
         callbacks.append(ProgressLog(feed.steps_per_epoch, tc.batch_size))
@@ -230,11 +239,19 @@ def _run(
             / max(seconds, 1e-9),
             2,
         ),
+        # Real (non-padding) tokens: the unit decoder benchmarks compare.
+        "train_tokens_per_second": round(
+            float(data.encoded["train"].lengths().sum())
+            * (total_steps - start_step)
+            / feed.steps_per_epoch
+            / max(seconds, 1e-9),
+            1,
+        ),
         "trainable_params": trainable,
         "total_params": total,
         "replicas": replicas,
     }
-    history = save_run(model, data.preprocessor, run_dir, metrics)
+    history = save_run(model, data.task, data.preprocessor, run_dir, metrics)
     return Run(run_dir, cfg, data.labels, model=model, metrics=metrics, history=history)
 
 
@@ -247,7 +264,7 @@ def _build(
 ) -> tuple[keras.Model, int]:
     """The compiled model inside the strategy, and the step to resume at (0: new)."""
     with strategy.scope():
-        model = build_model(cfg.model, labels, cfg.task)
+        model = build_model(cfg.model, labels, cfg.task, cfg.peft)
         compile_model(model, cfg, feed.total_steps)
         # Inside the scope: the optimizer's slots must be created by the strategy.
         start_step = restore_backup(model, run_dir / "backup")
@@ -336,7 +353,7 @@ def _single_device_copy(
     model: keras.Model, cfg: ExperimentConfig, labels: LabelSpec, total_steps: int
 ) -> keras.Model:
     """The same model and weights, built outside the strategy (on one device)."""
-    copy = build_model(cfg.model, labels, cfg.task)
+    copy = build_model(cfg.model, labels, cfg.task, cfg.peft)
     compile_model(copy, cfg, total_steps)
     copy.set_weights(model.get_weights())
     return copy

@@ -121,7 +121,9 @@ class TokenClassification(Task):
             encoded.word_tags = flat
         return encoded
 
-    def token_counts(self, examples: Examples, preprocessor: Any) -> np.ndarray:
+    def token_counts(
+        self, examples: Examples, preprocessor: Any, cfg: ExperimentConfig
+    ) -> np.ndarray:
         from tfsft.tasks.token_classification import windows
 
         return windows.piece_counts(examples.texts, preprocessor) + 2
