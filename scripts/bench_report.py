@@ -308,13 +308,12 @@ def processes_lines(processes: list[dict[str, Any]], cores: int) -> list[str]:
     ]
 
 
-def render(report: Report) -> str:
-    """The classification section of docs/benchmarks.md (bench_sections places it)."""
-    by_name = {r.name: r for r in report.rows}
-    out = [
-        "## Sentence classification",
+def report_head(title: str, report: Any, peaks: bool = True) -> list[str]:
+    """A section's title, intro, and machine / versions / command / settings."""
+    return [
+        f"## {title}",
         "",
-        *intro_lines(report.date, report.processes, report.cores),
+        *intro_lines(report.date, report.processes, report.cores, peaks=peaks),
         *setup_lines(
             report.machine,
             report.versions,
@@ -322,6 +321,36 @@ def render(report: Report) -> str:
             report.tfsft_command,
             report.hyper,
         ),
+    ]
+
+
+def runs_section_head(title: str, report: Any, table: list[str]) -> list[str]:
+    """A fine-tuning section's title, intro, machine/versions/command and its
+    one-run-each results ``table`` (NER and causal-LM reports share the shape)."""
+    return [
+        *report_head(title, report, peaks=False),
+        "### Fine-tuning, one run each",
+        "",
+        *table,
+        "",
+    ]
+
+
+def section_tail(report: Any) -> list[str]:
+    """The processes table and the notes on how the figures are computed."""
+    return [
+        *processes_lines(report.processes, report.cores),
+        "### How the figures are computed",
+        "",
+        *[f"- {n}" for n in report.notes],
+    ]
+
+
+def render(report: Report) -> str:
+    """The classification section of docs/benchmarks.md (bench_sections places it)."""
+    by_name = {r.name: r for r in report.rows}
+    out = [
+        *report_head("Sentence classification", report),
         "### Matmul peaks (TensorFlow, 2048 x 2048 x 2048, best of 5 rounds)",
         "",
         "| dtype | peak GFLOP/s | median GFLOP/s |",

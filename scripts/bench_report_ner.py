@@ -14,9 +14,8 @@ from bench_report import (
     compare,
     fmt,
     fmt_bytes,
-    intro_lines,
-    processes_lines,
-    setup_lines,
+    runs_section_head,
+    section_tail,
 )
 
 NER_TITLES = {
@@ -135,28 +134,13 @@ def ner_notes(sequence_length: int) -> list[str]:
 def render_ner(report: NerReport) -> str:
     """The token-classification section of docs/benchmarks.md."""
     by_name = {r.name: r for r in report.rows}
-    out = [
-        "## Token classification (NER)",
-        "",
-        *intro_lines(report.date, report.processes, report.cores, peaks=False),
-        *setup_lines(
-            report.machine,
-            report.versions,
-            report.command,
-            report.tfsft_command,
-            report.hyper,
-        ),
-        "### Fine-tuning, one run each",
-        "",
-        *results_table(report.rows),
-        "",
-    ]
+    out = runs_section_head(
+        "Token classification (NER)", report, results_table(report.rows)
+    )
     if types := type_table(report.rows):
         out += ["Entity F1 per type (dev):", "", *types, ""]
     if "tfsft" in by_name and "hf" in by_name:
         tfsft, hf = by_name["tfsft"], by_name["hf"]
         summary = compare(tfsft, hf, "entity_f1", "entity F1", ".4f")
         out += [f"- {summary}", ""]
-    out += processes_lines(report.processes, report.cores)
-    out += ["### How the figures are computed", "", *[f"- {n}" for n in report.notes]]
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *section_tail(report)]) + "\n"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_report import fmt, fmt_bytes, intro_lines, processes_lines, setup_lines
+from bench_report import fmt, fmt_bytes, runs_section_head, section_tail
 
 SFT_TITLES = {
     "tfsft": "tfsft (`tfsft train`)",
@@ -250,22 +250,7 @@ def sft_notes() -> list[str]:
 def render_sft(report: SftReport) -> str:
     """The causal-LM section of docs/benchmarks.md (bench_sections places it)."""
     by_name = {r.name: r for r in report.rows}
-    out = [
-        "## Causal-LM SFT (LoRA)",
-        "",
-        *intro_lines(report.date, report.processes, report.cores, peaks=False),
-        *setup_lines(
-            report.machine,
-            report.versions,
-            report.command,
-            report.tfsft_command,
-            report.hyper,
-        ),
-        "### Fine-tuning, one run each",
-        "",
-        *results_table(report.rows),
-        "",
-    ]
+    out = runs_section_head("Causal-LM SFT (LoRA)", report, results_table(report.rows))
     if "trl" in by_name:
         comparisons = [
             f"- {compare_sft(by_name[name], by_name['trl'])}"
@@ -276,9 +261,7 @@ def render_sft(report: SftReport) -> str:
     if goals := goal_lines(report.rows):
         out += [*[f"- {g}" for g in goals], ""]
     out += sample_lines(report.samples, report.sample_runner)
-    out += processes_lines(report.processes, report.cores)
-    out += ["### How the figures are computed", "", *[f"- {n}" for n in report.notes]]
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *section_tail(report)]) + "\n"
 
 
 def _cell(text: str) -> str:

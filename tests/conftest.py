@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -193,3 +197,87 @@ def write_ner_data(root: Path) -> Path:
     write(root / "train.txt", conll_text(synthetic_sentences(128, 0)))
     write(root / "valid.txt", conll_text(synthetic_sentences(40, 1)))
     return root
+
+
+def local_workers(n: int = 2) -> list[str]:
+    """``host:port`` addresses on 127.0.0.1 for ``n`` local multi-worker processes."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return [f"127.0.0.1:{p}" for p in ports]
+
+
+def train_on_workers(
+    config: Path, cwd: Path, n: int, env: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """Runs ``tfsft train CONFIG --worker-index i`` for i < n as processes and
+    returns each one's (stdout, stderr); fails the test when any exits non-zero."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    env.pop("TF_CONFIG", None)
+    command = [sys.executable, "-m", "tfsft", "train", str(config), "--worker-index"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(i)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    try:
+        results = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, (_, err)) in enumerate(zip(procs, results, strict=True)):
+        assert p.returncode == 0, f"worker {i}: {err[-4000:]}"
+    return results
+
+
+def sft_records(n: int) -> list[dict]:
+    """``n`` {prompt, completion} records of a few words each, seeded."""
+    rng = np.random.default_rng(0)
+    words = ["red", "blue", "green", "seven", "cat", "river", "stone", "music"]
+    return [
+        {
+            "prompt": f"Say {' '.join(rng.choice(words, 2))} twice.",
+            "completion": " ".join(rng.choice(words, int(rng.integers(1, 5)))),
+        }
+        for _ in range(n)
+    ]
+
+
+def sft_config(root: Path, name: str, records: int = 32, **sections) -> dict:
+    """A causal-LM config: tiny-llama, chatml, ``records`` records in ``root``."""
+    train = write(
+        root / "train.jsonl",
+        "".join(json.dumps(r) + "\n" for r in sft_records(records)),
+    )
+    raw = {
+        "name": name,
+        "task": "causal_lm",
+        "data": {
+            "train": str(train),
+            "validation_fraction": 0.25,
+            "template": "chatml",
+        },
+        "model": {"preset": "tiny-llama", "sequence_length": 64, "dropout": 0.0},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-2,
+            "warmup_ratio": 0.0,
+            "output_dir": str(root / "runs"),
+        },
+        "runtime": {"precision": "float32"},
+        "generate": {"max_new_tokens": 4, "samples_per_epoch": 2},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return raw

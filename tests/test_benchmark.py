@@ -574,3 +574,69 @@ def test_render_ner_failed_and_skipped_rows(report_ner):
     assert len({line.count("|") for line in table}) == 1
     assert report_ner.type_table(rows) == []
     assert report_ner.compare(*rows) == "tfsft vs HF: not available (HF did not run)"
+
+
+@pytest.fixture
+def report_sft(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _script("bench_report_sft", monkeypatch)
+
+
+def test_render_sft_table_goals_and_samples(report_sft):
+    rows = [
+        report_sft.SftRow(
+            name="tfsft",
+            precision="mixed_bfloat16",
+            train_seconds=100.0,
+            tokens_per_second=300.0,
+            response_tokens_per_second=150.0,
+            process_seconds=120.0,
+            cpu_seconds=216.0,
+            rss_bytes=5 * 2**30,
+            loss_before=2.0,
+            loss_after=1.7,
+            trainable_params=1000,
+        ),
+        report_sft.SftRow(
+            name="trl",
+            precision="float32",
+            train_seconds=250.0,
+            tokens_per_second=150.0,
+            rss_bytes=8 * 2**30,
+            loss_before=2.0,
+            loss_after=1.9,
+        ),
+        report_sft.SftRow(name="tfsft_fp32", status="skipped", message="not asked"),
+    ]
+    report = report_sft.SftReport(
+        date="2026-01-01 00:00 UTC",
+        command="python scripts/benchmark.py --config configs/sft_alpaca_smollm2.yaml",
+        tfsft_command="tfsft train configs/sft_alpaca_smollm2.yaml",
+        machine={"nproc": "2"},
+        versions={"trl": "1.16.0"},
+        hyper={"LoRA rank": 8},
+        rows=rows,
+        samples=[report_sft.Sample("Say ``` hi", "hi", before="hello", after=None)],
+        sample_runner="tfsft",
+        notes=["a note"],
+        cores=2,
+    )
+    text = report_sft.render_sft(report)
+    assert text.startswith("## Causal-LM SFT (LoRA)\n")
+    assert "- trl: 1.16.0" in text and "| LoRA rank | 8 |" in text
+    assert (
+        "| tfsft (`tfsft train`) | ok | mixed_bfloat16 | 100.0 | 300.0 | 150.0 | 120.0 "
+        "| 1.80 | 5.00 GiB | 2.0000 | 1.7000 | -15.0 % | 1,000 |"
+    ) in text
+    assert "| skipped: not asked |" in text
+    assert "tfsft (mixed_bfloat16) vs TRL (float32): tokens/s ratio 2.00x" in text
+    assert "Speed goal (>= 1.5x TRL's tokens/s at equal held-out loss)" in text
+    assert "tfsft (mixed_bfloat16): 2.00x, met on speed" in text
+    assert "tfsft (mixed_bfloat16): 5.00 GiB, met." in text
+    assert "tfsft: 2.0000 -> 1.7000 (15.0 % lower), met." in text
+    assert "TRL: 2.0000 -> 1.9000 (5.0 % lower), not met." in text
+    # A fence the text's own backticks cannot close; a missing generation says so.
+    assert "````text\nSay ``` hi\n````" in text and "(not generated)" in text
+    assert text.rstrip().endswith("- a note")
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        assert len({line.count("|") for line in lines}) <= 1, block

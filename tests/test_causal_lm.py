@@ -5,61 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, write
+from conftest import REPO, local_workers, sft_config, train_on_workers, write
 
 import tfsft
 from tfsft.config import validate_config
 
 CONFIG = REPO / "configs" / "sft_alpaca_tiny_gpt2.yaml"
-
-
-def sft_records(n: int) -> list[dict]:
-    rng = np.random.default_rng(0)
-    words = ["red", "blue", "green", "seven", "cat", "river", "stone", "music"]
-    return [
-        {
-            "prompt": f"Say {' '.join(rng.choice(words, 2))} twice.",
-            "completion": " ".join(rng.choice(words, int(rng.integers(1, 5)))),
-        }
-        for _ in range(n)
-    ]
-
-
-def sft_config(root: Path, name: str, **sections) -> dict:
-    train = write(
-        root / "train.jsonl", "".join(json.dumps(r) + "\n" for r in sft_records(32))
-    )
-    raw = {
-        "name": name,
-        "task": "causal_lm",
-        "data": {
-            "train": str(train),
-            "validation_fraction": 0.25,
-            "template": "chatml",
-        },
-        "model": {"preset": "tiny-llama", "sequence_length": 64, "dropout": 0.0},
-        "train": {
-            "epochs": 1,
-            "batch_size": 8,
-            "learning_rate": 1e-2,
-            "warmup_ratio": 0.0,
-            "output_dir": str(root / "runs"),
-        },
-        "runtime": {"precision": "float32"},
-        "generate": {"max_new_tokens": 4, "samples_per_epoch": 2},
-    }
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return raw
 
 
 def test_lora_trains_only_its_factors_and_reloads_merged(tmp_path):
@@ -96,56 +52,25 @@ def test_lora_trains_only_its_factors_and_reloads_merged(tmp_path):
     )
     assert run.metrics["perplexity"] == pytest.approx(math.exp(run.metrics["loss"]))
     assert run.metrics["train_tokens_per_second"] > 0
+    # `predict` is the classifiers' command: a causal run points at `generate`.
+    from tfsft.errors import TfsftError
+    from tfsft.evaluation.inference import predict_lines
 
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    with pytest.raises(TfsftError, match="generates text: use `tfsft generate"):
+        predict_lines(run.dir, ["hello"])
 
 
 def test_two_workers_train_the_causal_lm_as_one_device(tmp_path):
     """Two local worker processes (MultiWorkerMirroredStrategy) take the same
     steps as one device: the loss is the mean over the global batch's tokens."""
     one = tfsft.train(validate_config(sft_config(tmp_path, "one")), verbose=0)
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     raw = sft_config(
-        tmp_path, "two", runtime={"strategy": "multi_worker", "workers": workers}
+        tmp_path,
+        "two",
+        runtime={"strategy": "multi_worker", "workers": local_workers()},
     )
     config = write(tmp_path / "two.yaml", yaml.safe_dump(raw))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("TF_CONFIG", None)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tfsft",
-                "train",
-                str(config),
-                "--worker-index",
-                str(i),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        results = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err[-4000:]
+    results = train_on_workers(config, tmp_path, 2)
     run_dir = Path(results[0][0].strip().splitlines()[-1])
     two = tfsft.load_run(run_dir)
     assert two.metrics["replicas"] == 2

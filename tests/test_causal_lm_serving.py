@@ -167,6 +167,11 @@ def test_generate_export_names_a_bad_prompt(served):
         generate_export(servable, ["hi", "  "], where=["--prompt 1", "--prompt 2"])
     with pytest.raises(TfsftError, match=r"^prompt 1: .* context of 256 tokens"):
         generate_export(servable, ["word " * 300])
+    # `tfsft predict EXPORT --input FILE` refuses before it reads the file.
+    from tfsft.evaluation.inference import predict_lines
+
+    with pytest.raises(TfsftError, match="generates text: use `tfsft generate"):
+        predict_lines(servable.path, [], input="no-such-file.jsonl")
 
 
 def test_rest_predict_cuts_each_row_of_a_merged_batch_to_its_own_budget(served):

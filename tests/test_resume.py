@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEMO, write
+from conftest import DEMO, sft_config, write
+
+import tfsft
+from tfsft.config import validate_config
 
 METRICS = ("accuracy", "loss", "f1_macro", "mcc")
 
@@ -132,3 +135,29 @@ def test_sigterm_writes_backup_and_exits_resumable(tmp_path, reference):
     assert f"resuming at step {stopped_at}" in err
     for key in METRICS:
         assert metrics[key] == pytest.approx(reference['"none"'][key], abs=1e-6), key
+
+
+def test_kill_9_resumes_a_lora_causal_lm_run_exactly(tmp_path):
+    """A LoRA causal-LM run killed mid-epoch resumes to the uninterrupted run's
+    metrics: the backup keeps the LoRA factors apart from the frozen kernels."""
+    raw = sft_config(
+        tmp_path,
+        "lm",
+        records=64,  # 48 train rows: 24 steps
+        peft={"method": "lora", "rank": 4},
+        train={"batch_size": 2, "save_every_steps": 3},
+    )
+    reference = tfsft.train(validate_config(raw), verbose=0).metrics
+    raw["name"] = "lm-killed"
+    config = write(tmp_path / "lm.yaml", yaml.safe_dump(raw))
+    proc = _start(config, tmp_path)
+    # The reference run is complete, so the only backup is the killed run's.
+    step = _wait_for_step(tmp_path / "runs", 12, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    metrics, err = _finish(config, tmp_path)
+    resumed_at = int(err.split("resuming at step")[1].split()[0])
+    assert step <= resumed_at < 24
+    for key in ("loss", "perplexity", "token_accuracy"):
+        assert metrics[key] == pytest.approx(reference[key], abs=1e-6), key

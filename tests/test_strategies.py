@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from conftest import REPO, ner_config, tiny_config, write, write_ner_data
+from conftest import (
+    REPO,
+    local_workers,
+    ner_config,
+    tiny_config,
+    train_on_workers,
+    write,
+    write_ner_data,
+)
 from typer.testing import CliRunner
 
 import tfsft
@@ -232,51 +239,14 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, shared):
 # ---- multi_worker: two local processes on 127.0.0.1 ----
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_match_a_single_worker(tmp_path, shared):
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    raw = _config_for(shared, tmp_path, "mw", strategy="multi_worker", workers=workers)
+    raw = _config_for(
+        shared, tmp_path, "mw", strategy="multi_worker", workers=local_workers()
+    )
     config = write(tmp_path / "mw.yaml", yaml.safe_dump(raw))
     scratch = tmp_path / "tmp"  # where the non-chief worker's throwaway dir goes
     scratch.mkdir()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)}
-    env.pop("TF_CONFIG", None)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tfsft",
-                "train",
-                str(config),
-                "--worker-index",
-                str(i),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        results = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err[-4000:]
+    results = train_on_workers(config, tmp_path, 2, env={"TMPDIR": str(scratch)})
     (chief_out, chief_err), (worker_out, worker_err) = results
     assert "strategy multi_worker: 2 replica(s) in sync" in chief_err
     assert "the chief (worker 0) wrote the run dir" in worker_err

@@ -309,3 +309,18 @@ def render_prompt(turns: list[Turn], template: Template) -> str:
     if turns and turns[-1].role == "assistant":
         raise ConfigError("the last message must not be the assistant's")
     return "".join(s for s, _ in render(turns, template)) + template.assistant_prefix
+
+
+def render_prompts(
+    prompts: list[str] | list[list[Turn]], template: Template, where: list[str]
+) -> list[str]:
+    """`render_prompt` for each prompt (a user message or a conversation).
+
+    Raises:
+        ConfigError: naming the prompt (``where``) that has no text.
+    """
+    conversations = [[Turn("user", p)] if isinstance(p, str) else p for p in prompts]
+    for turns, at in zip(conversations, where, strict=True):
+        if not any(t.text.strip() for t in turns if t.role != "system"):
+            raise ConfigError(f"{at}: the prompt is empty")
+    return [render_prompt(turns, template) for turns in conversations]

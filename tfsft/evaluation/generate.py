@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from tfsft.config_sft import GenerateConfig
-from tfsft.data.chat import Turn, render_prompt
+from tfsft.data.chat import Turn, render_prompts
 from tfsft.errors import DataError, TfsftError
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
@@ -66,12 +66,8 @@ def generate(
     GenerateConfig.model_validate(settings.model_dump())  # range checks
     preprocessor = run.model.preprocessor
     template = task.template(preprocessor, cfg)
-    conversations = [[Turn("user", p)] if isinstance(p, str) else p for p in prompts]
-    texts = [render_prompt(turns, template) for turns in conversations]
     where = where or [f"prompt {i + 1}" for i in range(len(prompts))]
-    for turns, at in zip(conversations, where, strict=True):
-        if not any(t.text.strip() for t in turns if t.role != "system"):
-            raise TfsftError(f"{at}: the prompt is empty")
+    texts = render_prompts(prompts, template, where)
     from tfsft.tasks.causal_lm.generation import generate_texts
 
     return generate_texts(

@@ -23,15 +23,15 @@ def predict_logits(
     encoded: Encoded,
     batch_size: int,
     widths: list[int] | None = None,
-    reduce: Any = None,
+    outputs: Any = None,
 ) -> np.ndarray:
     """The model's float logits for every row of ``encoded``, in row order.
 
     Rows are batched by length (padded to ``widths`` buckets) and put back into
     order. Per-token logits of batches of different widths are padded back to the
-    encoded width, so the result is one array [rows, width, ...]; ``reduce``
-    (logits, features) -> tensor maps each token-level batch in the graph first
-    (a task's `reduce_logits`).
+    encoded width, so the result is one array [rows, width, ...]; ``outputs``
+    (model, features) -> tensor replaces the logits of each token-level batch in
+    the graph (a task's `token_outputs`).
     """
     ds, order = make_eval_dataset(encoded, batch_size, widths)
     # A keras-hub task with a preprocessor attached would tokenize the (already
@@ -39,7 +39,7 @@ def predict_logits(
     attached, model.preprocessor = model.preprocessor, None
     try:
         if encoded.token_level:
-            logits = _token_logits(model, ds, encoded.width, reduce)
+            logits = _token_logits(model, ds, encoded.width, outputs)
         else:
             logits = model.predict(ds, verbose=0)
     finally:
@@ -56,12 +56,12 @@ def predict_outputs(
 ) -> Any:
     """The task's per-example outputs (probabilities, values, per-word tags) for
     an encoded split: `predict_logits`, then ``task.outputs``."""
-    logits = predict_logits(model, encoded, batch_size, widths, task.reduce_logits)
+    logits = predict_logits(model, encoded, batch_size, widths, task.token_outputs)
     return task.outputs(logits, encoded)
 
 
 def _token_logits(
-    model: keras.Model, ds: tf.data.Dataset, width: int, reduce: Any = None
+    model: keras.Model, ds: tf.data.Dataset, width: int, outputs: Any = None
 ) -> np.ndarray:
     """Per-token logits [rows, width, tags] of batches trimmed to different widths.
 
@@ -73,13 +73,15 @@ def _token_logits(
     # Traced once per model, dataset structure and width, and kept on the model:
     # the per-epoch validation pass would otherwise retrace it every epoch.
     cache = model.__dict__.setdefault("_tfsft_padded_logits", {})
-    key = (repr(ds.element_spec), width, getattr(reduce, "__qualname__", None))
+    key = (repr(ds.element_spec), width, getattr(outputs, "__qualname__", None))
     if key not in cache:
 
         @tf.function(input_signature=[ds.element_spec])
         def padded_logits(x: dict[str, tf.Tensor]) -> tf.Tensor:
-            logits = model(x, training=False)  # [rows, w, tags]
-            logits = reduce(logits, x) if reduce else tf.cast(logits, tf.float32)
+            if outputs is None:
+                logits = tf.cast(model(x, training=False), tf.float32)
+            else:
+                logits = outputs(model, x)  # [rows, w, ...]
             return tf.pad(logits, [[0, 0], [0, width - tf.shape(logits)[1]], [0, 0]])
 
         cache[key] = padded_logits
@@ -109,6 +111,7 @@ def predict_examples(run: Run, examples: Any) -> list[dict[str, Any]]:
     """Predictions for examples read with the run's task (no labels needed)."""
     cfg = run.config
     task = get_task(cfg)
+    task.check_predict(str(run.dir))
     encoded = task.encode(examples, run.model.preprocessor, None, cfg)
     outputs = predict_outputs(
         run.model, task, encoded, cfg.train.batch_size, config_widths(cfg)
@@ -144,11 +147,13 @@ def predict_lines(
     ]
     if is_export(target):
         servable = open_export(target)
+        predict_export(servable, [])  # refuses a causal-LM export before reading
         if input is not None:
             rows, texts, pairs = read_export_inputs(servable, input)
         predictions = predict_export(servable, texts, pairs)
     else:
         run = load_run(target)
+        get_task(run.config).check_predict(str(run.dir))
         if input is not None:
             rows, examples = read_inputs(input, run)
         else:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tfsft.data.chat import Template, Turn, render_prompt
+from tfsft.data.chat import Template, Turn, render_prompt, render_prompts
 from tfsft.errors import TfsftError
 
 GENERATE_TEXT = "generate_text"  # the names `tfsft.tasks.causal_lm.serving` exports
@@ -177,11 +177,7 @@ def generate_export(
         raise TfsftError(f"temperature must be above 0 (got {temperature})")
     max_new = max_new_tokens or int(generation.defaults.get("max_new_tokens", 128))
     where = where or [f"prompt {i + 1}" for i in range(len(prompts))]
-    conversations = [[Turn("user", p)] if isinstance(p, str) else p for p in prompts]
-    for turns, at in zip(conversations, where, strict=True):
-        if not any(t.text.strip() for t in turns if t.role != "system"):
-            raise TfsftError(f"{at}: the prompt is empty")
-    texts = [render_prompt(turns, generation.template) for turns in conversations]
+    texts = render_prompts(prompts, generation.template, where)
     if not texts:
         return []
     for n, at in zip(count_tokens(servable, texts), where, strict=True):

@@ -190,12 +190,12 @@ class Task:
         return Monitor(requested, self.metric_modes[base])
 
     # --- outputs ------------------------------------------------------------------
-    def reduce_logits(self, logits: Any, x: dict[str, Any]) -> Any:
-        """In the graph, per batch: what of a token-level batch's logits [rows,
-        width, ...] reaches the host (all of them here, as float32)."""
+    def token_outputs(self, model: keras.Model, x: dict[str, Any]) -> Any:
+        """In the graph, per token-level batch: what of ``model`` on ``x`` reaches
+        the host, [rows, width, ...] (here all the logits, as float32)."""
         import tensorflow as tf
 
-        return tf.cast(logits, tf.float32)
+        return tf.cast(model(x, training=False), tf.float32)
 
     def outputs(self, logits: np.ndarray, encoded: Encoded) -> Any:
         """Per-example outputs (probabilities, values, ...) from per-row logits."""
@@ -223,6 +223,10 @@ class Task:
     ) -> dict[str, float | None]:
         """Writes metrics.json and the task's other files; returns the metrics."""
         raise NotImplementedError
+
+    def check_predict(self, where: str) -> None:
+        """Raises `TfsftError` (prefixed with ``where``) when the task's runs do
+        not `predict` at all, before any input is read or encoded."""
 
     def decode(
         self,

@@ -243,18 +243,31 @@ class CausalLM(Task):
         return [keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")]
 
     # --- outputs ------------------------------------------------------------------
-    def reduce_logits(self, logits: tf.Tensor, x: dict[str, tf.Tensor]) -> tf.Tensor:
+    def token_outputs(self, model: keras.Model, x: dict[str, tf.Tensor]) -> tf.Tensor:
         """[rows, width, 2] float32: log p(next token) and whether it was the top
-        prediction, at every position (in the graph, batch by batch)."""
+        prediction, at every position (in the graph, batch by batch).
+
+        The LM head runs one row at a time: a batch's [rows, width, vocab] float32
+        logits (8 x 512 x 49,152: 0.8 GB, and as much again for the softmax) would
+        be the largest allocation of a LoRA run at all."""
         import tensorflow as tf
 
+        backbone = getattr(model, "causal_lm", model).backbone
+        hidden = backbone(
+            {k: x[k] for k in ("token_ids", "padding_mask")}, training=False
+        )
         ids = x["token_ids"]
-        target = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
-        logits = tf.cast(logits, tf.float32)
-        logp = tf.nn.log_softmax(logits)
-        target_logp = tf.gather(logp, target, batch_dims=2)
-        hit = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == target, tf.float32)
-        return tf.stack([target_logp, hit], axis=-1)
+        targets = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
+
+        def row(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+            states, target = args
+            logits = tf.cast(backbone.token_embedding(states, reverse=True), tf.float32)
+            picked = tf.gather(logits, target[:, None], batch_dims=1)[:, 0]
+            logp = picked - tf.reduce_logsumexp(logits, axis=-1)
+            top = tf.argmax(logits, -1, output_type=target.dtype) == target
+            return tf.stack([logp, tf.cast(top, tf.float32)], axis=-1)
+
+        return tf.map_fn(row, (hidden, targets), fn_output_signature=tf.float32)
 
     def outputs(self, logits: np.ndarray, encoded: Encoded) -> np.ndarray:
         return logits  # already reduced to [rows, width, 2]
@@ -282,12 +295,17 @@ class CausalLM(Task):
         write_json(out_dir / "metrics.json", metrics)
         return metrics
 
+    def check_predict(self, where: str) -> None:
+        raise TfsftError(
+            f"{where}: a causal_lm run generates text: use "
+            "`tfsft generate RUN --prompt ...` (or --input FILE)"
+        )
+
     def decode(
         self, outputs: Any, examples: Examples, labels: LabelSpec, cfg: EvaluateConfig
     ) -> list[dict[str, Any]]:
-        raise TfsftError(
-            "a causal_lm run generates text: use `tfsft generate RUN --prompt ...`"
-        )
+        self.check_predict("decode")
+        return []
 
     def input_examples(
         self,
