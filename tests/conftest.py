@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,41 @@ def sft_config(root: Path, name: str, records: int = 32, **sections) -> dict:
     for section, values in sections.items():
         raw[section] = {**raw.get(section, {}), **values}
     return raw
+
+
+def start_training(config: Path, cwd: Path) -> subprocess.Popen:
+    """`tfsft train CONFIG` as a process in ``cwd`` (stdout/stderr piped)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfsft", "train", str(config)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_training(config: Path, cwd: Path) -> tuple[dict, str]:
+    """Runs `tfsft train CONFIG` to the end: its metrics.json and its stderr."""
+    proc = start_training(config, cwd)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    return json.loads((run_dir / "metrics.json").read_text()), err
+
+
+def wait_for_backup(run_root: Path, at_least: int, proc: subprocess.Popen) -> int:
+    """Waits for a backup of step >= ``at_least`` under ``run_root/NAME/RUN``."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        for progress in run_root.glob("*/*/backup/progress.json"):
+            try:
+                step = json.loads(progress.read_text())["global_step"]
+            except (OSError, ValueError):
+                continue
+            if step >= at_least:
+                return step
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.02)
+    raise AssertionError("no backup appeared")

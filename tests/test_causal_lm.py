@@ -1,16 +1,27 @@
-"""Causal-LM SFT: LoRA, reloading, backups, two workers (the memorisation test is
-in test_causal_lm_memorise.py, so the scheduler can run it beside these)."""
+"""Causal-LM SFT: LoRA, reloading, backups and kill -9 resume, two workers (the
+memorisation test is in test_causal_lm_memorise.py, so the scheduler can run it
+beside these)."""
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, local_workers, sft_config, train_on_workers, write
+from conftest import (
+    REPO,
+    finish_training,
+    local_workers,
+    sft_config,
+    start_training,
+    train_on_workers,
+    wait_for_backup,
+    write,
+)
 
 import tfsft
 from tfsft.config import validate_config
@@ -101,3 +112,29 @@ def test_lora_backup_keeps_the_factors_apart(tmp_path):
     for a, b in zip(lora_state(fresh), lora_state(model), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert np.abs(lora_state(fresh)[2].numpy()).max() > 0  # B is not zeroed
+
+
+def test_kill_9_resumes_a_lora_causal_lm_run_exactly(tmp_path):
+    """A LoRA causal-LM run killed mid-epoch resumes to the uninterrupted run's
+    metrics: the backup keeps the LoRA factors apart from the frozen kernels."""
+    raw = sft_config(
+        tmp_path,
+        "lm",
+        records=64,  # 48 train rows: 24 steps
+        peft={"method": "lora", "rank": 4},
+        train={"batch_size": 2, "save_every_steps": 3},
+    )
+    reference = tfsft.train(validate_config(raw), verbose=0).metrics
+    raw["name"] = "lm-killed"
+    config = write(tmp_path / "lm.yaml", yaml.safe_dump(raw))
+    proc = start_training(config, tmp_path)
+    # The reference run is complete, so the only backup is the killed run's.
+    step = wait_for_backup(tmp_path / "runs", 12, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    metrics, err = finish_training(config, tmp_path)
+    resumed_at = int(err.split("resuming at step")[1].split()[0])
+    assert step <= resumed_at < 24
+    for key in ("loss", "perplexity", "token_accuracy"):
+        assert metrics[key] == pytest.approx(reference[key], abs=1e-6), key

@@ -6,19 +6,12 @@ dropout RNG and the step, and each epoch's order is a function of (seed, epoch).
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEMO, sft_config, write
-
-import tfsft
-from tfsft.config import validate_config
+from conftest import DEMO, finish_training, start_training, wait_for_backup, write
 
 METRICS = ("accuracy", "loss", "f1_macro", "mcc")
 
@@ -47,50 +40,15 @@ def _config(tmp_path: Path, name: str, freeze) -> Path:
     return write(tmp_path / f"{name}.yaml", yaml.safe_dump(cfg))
 
 
-def _start(config: Path, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tfsft", "train", str(config)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _finish(config: Path, cwd: Path) -> tuple[dict, str]:
-    proc = _start(config, cwd)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-    run_dir = Path(out.strip().splitlines()[-1])
-    return json.loads((run_dir / "metrics.json").read_text()), err
-
-
-def _wait_for_step(run_root: Path, at_least: int, proc: subprocess.Popen) -> int:
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        for progress in run_root.glob("*/*/backup/progress.json"):
-            try:
-                step = json.loads(progress.read_text())["global_step"]
-            except (OSError, ValueError):
-                continue
-            if step >= at_least:
-                return step
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        time.sleep(0.02)
-    raise AssertionError("no backup appeared")
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Uninterrupted runs in fresh processes; the full one twice (determinism)."""
     tmp = tmp_path_factory.mktemp("ref")
-    first, _ = _finish(_config(tmp, "ref", "none"), tmp)
-    second, _ = _finish(_config(tmp, "ref", "none"), tmp)
+    first, _ = finish_training(_config(tmp, "ref", "none"), tmp)
+    second, _ = finish_training(_config(tmp, "ref", "none"), tmp)
     # Same config and seed, two processes: identical metrics, bit for bit.
     assert {k: first[k] for k in METRICS} == {k: second[k] for k in METRICS}
-    frozen, _ = _finish(_config(tmp, "ref-frozen", {"first_n_layers": 1}), tmp)
+    frozen, _ = finish_training(_config(tmp, "ref-frozen", {"first_n_layers": 1}), tmp)
     return {json.dumps("none"): first, json.dumps({"first_n_layers": 1}): frozen}
 
 
@@ -99,14 +57,14 @@ def reference(tmp_path_factory):
 )
 def test_kill_9_mid_epoch_then_resume_matches_reference(tmp_path, reference, freeze):
     config = _config(tmp_path, "killed", freeze)
-    proc = _start(config, tmp_path)
-    step = _wait_for_step(tmp_path / "runs", 45, proc)  # inside the second epoch
+    proc = start_training(config, tmp_path)
+    step = wait_for_backup(tmp_path / "runs", 45, proc)  # inside the second epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     (run_dir,) = (tmp_path / "runs" / "killed").iterdir()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
 
-    metrics, err = _finish(config, tmp_path)
+    metrics, err = finish_training(config, tmp_path)
     assert "resuming at step" in err
     resumed_at = int(err.split("resuming at step")[1].split()[0])
     assert step <= resumed_at < 80
@@ -119,8 +77,8 @@ def test_kill_9_mid_epoch_then_resume_matches_reference(tmp_path, reference, fre
 
 def test_sigterm_writes_backup_and_exits_resumable(tmp_path, reference):
     config = _config(tmp_path, "term", "none")
-    proc = _start(config, tmp_path)
-    _wait_for_step(tmp_path / "runs", 10, proc)
+    proc = start_training(config, tmp_path)
+    wait_for_backup(tmp_path / "runs", 10, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143
@@ -131,33 +89,7 @@ def test_sigterm_writes_backup_and_exits_resumable(tmp_path, reference):
     progress = json.loads((run_dir / "backup" / "progress.json").read_text())
     assert progress["global_step"] == stopped_at
 
-    metrics, err = _finish(config, tmp_path)
+    metrics, err = finish_training(config, tmp_path)
     assert f"resuming at step {stopped_at}" in err
     for key in METRICS:
         assert metrics[key] == pytest.approx(reference['"none"'][key], abs=1e-6), key
-
-
-def test_kill_9_resumes_a_lora_causal_lm_run_exactly(tmp_path):
-    """A LoRA causal-LM run killed mid-epoch resumes to the uninterrupted run's
-    metrics: the backup keeps the LoRA factors apart from the frozen kernels."""
-    raw = sft_config(
-        tmp_path,
-        "lm",
-        records=64,  # 48 train rows: 24 steps
-        peft={"method": "lora", "rank": 4},
-        train={"batch_size": 2, "save_every_steps": 3},
-    )
-    reference = tfsft.train(validate_config(raw), verbose=0).metrics
-    raw["name"] = "lm-killed"
-    config = write(tmp_path / "lm.yaml", yaml.safe_dump(raw))
-    proc = _start(config, tmp_path)
-    # The reference run is complete, so the only backup is the killed run's.
-    step = _wait_for_step(tmp_path / "runs", 12, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-
-    metrics, err = _finish(config, tmp_path)
-    resumed_at = int(err.split("resuming at step")[1].split()[0])
-    assert step <= resumed_at < 24
-    for key in ("loss", "perplexity", "token_accuracy"):
-        assert metrics[key] == pytest.approx(reference[key], abs=1e-6), key
