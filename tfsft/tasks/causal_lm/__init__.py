@@ -249,7 +249,7 @@ class CausalLM(Task):
 
         The LM head runs one row at a time: a batch's [rows, width, vocab] float32
         logits (8 x 512 x 49,152: 0.8 GB, and as much again for the softmax) would
-        be the largest allocation of a LoRA run at all."""
+        be the largest allocation of a LoRA run."""
         import tensorflow as tf
 
         backbone = getattr(model, "causal_lm", model).backbone
