@@ -188,9 +188,7 @@ def ner_config(root: Path, name: str = "ner", **sections) -> dict:
         # float32: the export comparison checks scores to 1e-5.
         "runtime": {"precision": "float32"},
     }
-    for key, values in sections.items():
-        raw[key] = {**raw.get(key, {}), **values}
-    return raw
+    return with_sections(raw, **sections)
 
 
 def write_ner_data(root: Path) -> Path:
@@ -279,9 +277,7 @@ def sft_config(root: Path, name: str, records: int = 32, **sections) -> dict:
         "runtime": {"precision": "float32"},
         "generate": {"max_new_tokens": 4, "samples_per_epoch": 2},
     }
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return raw
+    return with_sections(raw, **sections)
 
 
 def start_training(config: Path, cwd: Path) -> subprocess.Popen:
