@@ -17,6 +17,13 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# xdist workers share the cores: each worker's TensorFlow (and the tfsft processes
+# its tests start, which inherit this) gets its share of intra-op threads, so two
+# workers do not each run a full pool on the same cores. The inter-op pool is left
+# alone: the mirrored and multi-worker tests' collectives need more than one thread.
+if (_workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    _share = max(1, (os.cpu_count() or 1) // _workers)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(_share))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
