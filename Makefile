@@ -29,10 +29,10 @@ demo: $(STAMP)
 	echo "run dir: $$RUN"
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-all: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile -m ""
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder -m ""
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
