@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # xdist workers share the cores: each worker's TensorFlow (and the tfsft processes
 # its tests start, which inherit this) gets its share of intra-op threads, so two
 # workers do not each run a full pool on the same cores. The inter-op pool is left
-# alone: the mirrored and multi-worker tests' collectives need more than one thread.
+# alone, so the mirrored and multi-worker tests' collectives keep their threads.
 if (_workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
     _share = max(1, (os.cpu_count() or 1) // _workers)
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(_share))
@@ -36,8 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TFSFT_CACHE", str(REPO / ".pytest_cache" / "tfsft"))
 
 
-# The files that take longest, longest first (seconds summed from `--durations` on
-# 2 cores, rounded). `make test` passes --no-loadscope-reorder so pytest-xdist hands
+# The files that take longest, longest first (by their tests' seconds summed from a
+# `--durations` run on 2 cores). `make test` passes --no-loadscope-reorder so pytest-xdist hands
 # out files in this order: the long ones start first and the many short files fill
 # in at the end, instead of a two-minute file starting last beside an idle worker.
 # Order only; a file missing here runs after these.
