@@ -37,10 +37,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # The files that take longest, longest first (by their tests' seconds summed from a
-# `--durations` run on 2 cores). `make test` passes --no-loadscope-reorder so pytest-xdist hands
-# out files in this order: the long ones start first and the many short files fill
-# in at the end, instead of a two-minute file starting last beside an idle worker.
-# Order only; a file missing here runs after these.
+# `--durations` run on 2 cores). `make test` passes --no-loadscope-reorder, so
+# pytest-xdist hands out files in this order: the long ones start first and the many
+# short files fill in at the end, instead of a two-minute file starting last beside
+# an idle worker. Order only; a file missing here runs after these.
 SLOWEST_FILES = (
     "test_resume.py",
     "test_export.py",
