@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -309,6 +310,34 @@ def sft_config(root: Path, name: str, records: int = 32, **sections) -> dict:
         "generate": {"max_new_tokens": 4, "samples_per_epoch": 2},
     }
     return with_sections(raw, **sections)
+
+
+def resume_config(tmp_path: Path, name: str, **sections: dict[str, Any]) -> Path:
+    """A config file for the interruption tests: the tiny BERT, 160 rows, 40 steps
+    per epoch and 80 in all, a backup every 3 steps, dropout on (so the backup
+    must carry the RNG state) and length buckets (the batch plan must be as
+    reproducible as a plain order). ``sections`` update the named sections."""
+    cfg = {
+        "name": name,
+        "data": {
+            "train": str(DEMO / "sentiment_train.tsv"),
+            "validation": str(DEMO / "sentiment_dev.tsv"),
+            "text_column": "sentence",
+            "max_train_examples": 160,
+            "length_buckets": [8, 16],
+        },
+        "model": {"preset": "tiny", "sequence_length": 24},
+        "train": {
+            "epochs": 2,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "save_every_steps": 3,
+            "output_dir": str(tmp_path / "runs"),
+        },
+    }
+    return write(
+        tmp_path / f"{name}.yaml", yaml.safe_dump(with_sections(cfg, **sections))
+    )
 
 
 def start_training(config: Path, cwd: Path) -> subprocess.Popen:

@@ -7,37 +7,11 @@ dropout RNG and the step, and each epoch's order is a function of (seed, epoch).
 
 import json
 import signal
-from pathlib import Path
 
 import pytest
-import yaml
-from conftest import DEMO, finish_training, start_training, wait_for_backup, write
+from conftest import finish_training, resume_config, start_training, wait_for_backup
 
 METRICS = ("accuracy", "loss", "f1_macro", "mcc")
-
-
-def _config(tmp_path: Path, name: str, freeze) -> Path:
-    cfg = {
-        "name": name,
-        "data": {
-            "train": str(DEMO / "sentiment_train.tsv"),
-            "validation": str(DEMO / "sentiment_dev.tsv"),
-            "text_column": "sentence",
-            "max_train_examples": 160,
-            # Buckets on: the batch plan must be as reproducible as a plain order.
-            "length_buckets": [8, 16],
-        },
-        "model": {"preset": "tiny", "sequence_length": 24, "freeze": freeze},
-        # 40 steps per epoch, 80 in all; dropout stays on to exercise the RNG state.
-        "train": {
-            "epochs": 2,
-            "batch_size": 4,
-            "learning_rate": 1e-3,
-            "save_every_steps": 3,
-            "output_dir": str(tmp_path / "runs"),
-        },
-    }
-    return write(tmp_path / f"{name}.yaml", yaml.safe_dump(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +19,15 @@ def reference(tmp_path_factory):
     """Uninterrupted runs in fresh processes. (No separate determinism check: a
     resumed run matching these to 1e-6 already needs two processes to agree.)"""
     tmp = tmp_path_factory.mktemp("ref")
-    first, _ = finish_training(_config(tmp, "ref", "none"), tmp)
-    frozen, _ = finish_training(_config(tmp, "ref-frozen", {"first_n_layers": 1}), tmp)
+    first, _ = finish_training(resume_config(tmp, "ref"), tmp)
+    frozen, _ = finish_training(
+        resume_config(tmp, "ref-frozen", model={"freeze": {"first_n_layers": 1}}), tmp
+    )
     return {"full": first, "frozen": frozen}
 
 
 def test_kill_9_mid_epoch_then_resume_matches_reference(tmp_path, reference):
-    config = _config(tmp_path, "killed", "none")
+    config = resume_config(tmp_path, "killed")
     proc = start_training(config, tmp_path)
     step = wait_for_backup(tmp_path / "runs", 45, proc)  # inside the second epoch
     proc.send_signal(signal.SIGKILL)
@@ -72,7 +48,7 @@ def test_kill_9_mid_epoch_then_resume_matches_reference(tmp_path, reference):
 def test_sigterm_writes_backup_and_exits_resumable(tmp_path, reference):
     # A frozen first layer here (the kill -9 test trains everything): the backup must
     # restore a partly frozen model's weights and optimizer slots as well.
-    config = _config(tmp_path, "term", {"first_n_layers": 1})
+    config = resume_config(tmp_path, "term", model={"freeze": {"first_n_layers": 1}})
     proc = start_training(config, tmp_path)
     wait_for_backup(tmp_path / "runs", 10, proc)
     proc.send_signal(signal.SIGTERM)

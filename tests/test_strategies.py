@@ -155,6 +155,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
     run = tfsft.train(validate_config(configs["mirrored"]), verbose=0)
     np.savez(f"{out_dir}/weights.npz", *run.model.get_weights())
     out |= {"dir": str(run.dir), "metrics": run.metrics, "history": run.history}
+    # LoRA with layer-wise learning rates: the PEFT layers and per-variable rates
+    # under the strategy (the generic, non-fused AdamW update).
+    peft = tfsft.train(validate_config(configs["peft"]), verbose=0)
+    np.savez(f"{out_dir}/peft.npz", *peft.model.get_weights())
+    out["peft"] = peft.metrics
     # Token classification: per-token targets and weights, host-side entity F1.
     ner = tfsft.train(validate_config(configs["ner"]), verbose=0)
     out["ner"] = {"metrics": ner.metrics, "history": ner.history}
@@ -197,6 +202,9 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, shared):
         "odd": _config_for(shared, tmp_path, "odd", strategy="mirrored"),
     }
     configs["odd"]["train"]["batch_size"] = 7
+    configs["peft"] = _config_for(shared, tmp_path, "peft", strategy="mirrored")
+    configs["peft"]["peft"] = {"method": "lora", "rank": 2, "targets": "all-linear"}
+    configs["peft"]["train"]["layer_lr_decay"] = 0.5
     configs["ner"] = ner_config(
         write_ner_data(tmp_path / "ner"),
         "ner-mirrored",
@@ -228,6 +236,18 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, shared):
     for key in ("loss", "val_loss", "val_accuracy"):
         assert out["history"][key] == pytest.approx(history[key], abs=LOSS_TOL)
     assert (Path(out["dir"]) / "model" / "task.json").is_file()
+
+    # PEFT: the same LoRA run as on one device.
+    one = json.loads(json.dumps(configs["peft"]))
+    one["name"], one["runtime"]["strategy"] = "peft-one", "one_device"
+    single = tfsft.train(validate_config(one), verbose=0)
+    assert out["peft"]["replicas"] == 2
+    assert out["peft"]["trainable_params"] == single.metrics["trainable_params"]
+    for key in ("loss", "accuracy"):
+        assert out["peft"][key] == pytest.approx(single.metrics[key], abs=LOSS_TOL)
+    saved = np.load(tmp_path / "peft.npz")
+    peft_weights = [saved[k] for k in saved.files]
+    assert _max_diff(peft_weights, single.model.get_weights()) < WEIGHT_TOL
 
     # NER trains on the two replicas too, with its entity F1 after every epoch.
     ner = out["ner"]

@@ -11,7 +11,8 @@ can stop at any point and call ``model.fit`` itself::
 
 Building blocks: `get_task` (the task object: labels, encoding, head, report),
 `load_splits`, `prepare_data`, `resolve_preset`, `make_dataset`, `build_model`,
-`compile_model`, `make_callbacks`, `make_optimizer`, `count_params`.
+`compile_model`, `make_callbacks`, `make_optimizer`, `count_params`; PEFT on
+any keras-hub model: `apply_peft`, `merge_lora`, `load_adapter`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ _LAZY = {
     "resolve_preset": "tfsft.models.backbones",
     "build_model": "tfsft.models.build",
     "count_params": "tfsft.models.freeze",
+    "apply_peft": "tfsft.models.peft",
+    "merge_lora": "tfsft.models.peft",
+    "load_adapter": "tfsft.models.peft.adapter_io",
     "make_callbacks": "tfsft.training.callbacks",
     "make_optimizer": "tfsft.training.optim",
     "export_model": "tfsft.export.saved_model",

@@ -230,6 +230,12 @@ def export(
     check: Annotated[
         Path | None, typer.Option(help="Describe an export instead of writing one.")
     ] = None,
+    no_merge: Annotated[
+        bool,
+        typer.Option(
+            "--no-merge", help="LoRA: keep the factors apart from the base weights."
+        ),
+    ] = False,
 ) -> None:
     """Export RUN as saved_models/NAME/VERSION/ for TF Serving (or --check PATH)."""
     if check is not None:
@@ -244,7 +250,9 @@ def export(
     from tfsft.export.saved_model import export_model
 
     with contextlib.redirect_stdout(sys.stderr):
-        path = export_model(run, name, out, version, force, tokens_only)
+        path = export_model(
+            run, name, out, version, force, tokens_only, merge=not no_merge
+        )
     typer.echo(str(path))
 
 

@@ -29,7 +29,7 @@ from tfsft.config_messages import (
     key_lines,
     within,
 )
-from tfsft.config_peft import PeftConfig
+from tfsft.config_peft import GradualUnfreezingConfig, PeftConfig
 from tfsft.config_sft import GenerateConfig, SftDataFields
 from tfsft.errors import ConfigError
 from tfsft.tasks.registry import TASKS
@@ -185,6 +185,18 @@ class TrainConfig(_Strict):
         "less activation memory for about a third more compute; auto does it "
         "only for batches of 3,072 or more token positions.",
     )
+    gradual_unfreezing: GradualUnfreezingConfig | None = Field(
+        default=None,
+        description="ULMFiT: train the head first, then unfreeze the transformer "
+        "blocks from the top, one group per stage (needs model.freeze none and "
+        "no peft method).",
+    )
+    layer_lr_decay: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None,
+        description="Layer-wise learning-rate decay: block l of L trains at "
+        "learning_rate x decay^(L - l) (l = 1 .. L), the embeddings at decay^L, the "
+        "head at the full rate.",
+    )
     seed: int = 42
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     monitor: str | None = Field(
@@ -292,6 +304,33 @@ class ExperimentConfig(_Strict):
             raise ValueError(
                 f"data.stride: {self.data.stride} must be less than the "
                 f"{window} sub-tokens a window holds (model.sequence_length - 2)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _methods_combine(self) -> ExperimentConfig:
+        method = self.peft.method
+        if self.train.gradual_unfreezing is not None:
+            if method != "none":
+                raise ValueError(
+                    f"train.gradual_unfreezing unfreezes backbone blocks, which "
+                    f"peft.method {method} keeps frozen; use one or the other"
+                )
+            if self.model.freeze != "none":
+                raise ValueError(
+                    "train.gradual_unfreezing decides what trains when; set "
+                    "model.freeze: none"
+                )
+        if method != "none" and self.model.freeze != "none":
+            raise ValueError(
+                f"model.freeze: peft.method {method} already freezes the backbone; "
+                "remove model.freeze (peft.also_train names backbone layers to train)"
+            )
+        if method == "prompt" and self.data.packing:
+            raise ValueError(
+                "data.packing: prompt tuning puts its virtual tokens at the start "
+                "of each sequence, which packed rows share; set data.packing: false "
+                "(or use peft.method prefix, which packs)"
             )
         return self
 

@@ -1,27 +1,113 @@
-"""The ``peft`` section: parameter-efficient fine-tuning methods and their options."""
+"""The ``peft`` section: parameter-efficient fine-tuning methods and their options,
+and the ``train.gradual_unfreezing`` schedule."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PeftConfig(_Strict):
-    """Parameter-efficient fine-tuning. LoRA trains low-rank updates of the
-    attention projections (the backbone's other weights are frozen)."""
+# Options each method reads; setting another method's option is a config error, so
+# a typo such as `rank` under `method: adapter` does not pass silently.
+_OPTIONS = {
+    "none": set(),
+    "lora": {"rank", "alpha", "dropout", "targets"},
+    "adapter": {"adapter_dim", "placement", "activation"},
+    "prompt": {"num_virtual_tokens"},
+    "prefix": {"num_virtual_tokens"},
+}
 
-    method: Literal["none", "lora"] = "none"
+
+class PeftConfig(_Strict):
+    """Parameter-efficient fine-tuning. Every method freezes the backbone and
+    trains its own new weights plus the task head (and the backbone layers named
+    in ``also_train``):
+
+    - lora: low-rank updates ``(alpha / rank) * B A x`` of the target projections;
+    - adapter: Houlsby bottleneck adapters after attention and/or the feed-forward
+      block of every transformer layer;
+    - prompt: ``num_virtual_tokens`` trainable input embeddings (after [CLS] for
+      encoders, before the prompt for decoders);
+    - prefix: trainable key/value prefixes in every attention layer.
+    """
+
+    method: Literal["none", "lora", "adapter", "prompt", "prefix"] = "none"
     rank: Annotated[int, Field(ge=1)] = 8
     alpha: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="LoRA scale numerator (alpha / rank); default rank."
     )
-    targets: list[str] | None = Field(
-        default=None,
-        description="Names of the layers LoRA adapts; default: the backbone's "
-        "query and value projections.",
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.0, description="LoRA: dropout on the input of the low-rank path."
     )
+    targets: list[str] | Literal["all-linear"] | None = Field(
+        default=None,
+        description="LoRA: names of the layers it adapts (query, key, value, "
+        "attention_output, feedforward_*), or all-linear for every dense layer of "
+        "the transformer blocks; default: query and value.",
+    )
+    adapter_dim: Annotated[int, Field(ge=1)] = 64
+    placement: list[Literal["attention", "feedforward"]] = Field(
+        default=["attention", "feedforward"],
+        min_length=1,
+        description="adapter: after which sub-blocks of each layer adapters go.",
+    )
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+    num_virtual_tokens: Annotated[int, Field(ge=1, le=512)] = 20
+    also_train: list[str] = Field(
+        default=[],
+        description="Backbone layers that train besides the method's weights: "
+        "any layer whose name contains one of these, e.g. [layer_norm].",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options_of_the_method(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        method = data.get("method", "none")
+        allowed = _OPTIONS.get(method)
+        if allowed is None:
+            return data  # the Literal reports the bad method
+        # A resolved config spells out every default: only a set value counts.
+        other = sorted(
+            key
+            for key in set(data) - allowed - {"method", "also_train"}
+            if key in cls.model_fields and data[key] != cls.model_fields[key].default
+        )
+        if other:
+            owners = {
+                key: [m for m, opts in _OPTIONS.items() if key in opts] for key in other
+            }
+            detail = "; ".join(
+                f"{k} is an option of {' / '.join(v) or 'no method'}"
+                for k, v in owners.items()
+            )
+            raise ValueError(
+                f"method {method} does not take {', '.join(other)} ({detail})"
+            )
+        if method == "none" and data.get("also_train"):
+            raise ValueError(
+                "also_train needs a method (lora, adapter, prompt, prefix)"
+            )
+        return data
+
+
+class GradualUnfreezingConfig(_Strict):
+    """ULMFiT's gradual unfreezing: the head trains alone first, then one group of
+    transformer blocks after another becomes trainable from the top, the
+    embeddings last. Set exactly one of ``every_epochs`` or ``every_steps``."""
+
+    every_epochs: Annotated[int, Field(ge=1)] | None = None
+    every_steps: Annotated[int, Field(ge=1)] | None = None
+    blocks_per_stage: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> GradualUnfreezingConfig:
+        if (self.every_epochs is None) == (self.every_steps is None):
+            raise ValueError("set exactly one of every_epochs or every_steps")
+        return self

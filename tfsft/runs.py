@@ -129,7 +129,21 @@ def load_run(run_dir: str | Path, with_model: bool = True) -> Run:
             model = get_task(cfg).load_model(
                 run_dir / "model", saved_dtype_policy(run_dir / "model")
             )
+        model = _reattach_peft(model, cfg, run_dir / "adapter")
     return Run(run_dir, cfg, labels, model=model, metrics=metrics)
+
+
+def _reattach_peft(model: Any, cfg: ExperimentConfig, adapter_dir: Path) -> Any:
+    """The saved preset plus the run's adapter, for methods that are not merged
+    (adapters, prompt and prefix tuning; LoRA's preset is already merged)."""
+    if cfg.peft.method in ("none", "lora"):
+        return model
+    from tfsft.models.peft import apply_peft
+    from tfsft.models.peft.adapter_io import load_adapter_weights
+
+    apply_peft(model, cfg.peft, cfg.model.sequence_length)
+    load_adapter_weights(model, adapter_dir)
+    return model
 
 
 def saved_dtype_policy(preset_dir: Path) -> str | None:

@@ -50,6 +50,7 @@ Fine-tuned with tfsft.
 - task: {cfg.task}
 - base model: `{cfg.model.preset}` (sequence length {cfg.model.sequence_length})
 - head: {task.describe_head(run.model)}
+- fine-tuning: {_method(cfg, run.model)}
 - training data: `{cfg.data.train}`; validation: `{validation}`
 - labels: {labels}
 
@@ -65,6 +66,25 @@ Fine-tuned with tfsft.
 """,
         encoding="utf-8",
     )
+
+
+def _method(cfg: Any, model: Any) -> str:
+    """The PEFT method, and whether LoRA is merged into this export's weights."""
+    from tfsft.models.peft import peft_state
+
+    method = cfg.peft.method
+    if method == "none":
+        return (
+            "all weights"
+            if cfg.model.freeze == "none"
+            else f"freeze {cfg.model.freeze}"
+        )
+    state = peft_state(getattr(model, "causal_lm", model))
+    if method == "lora":
+        merged = state is None or state.merged
+        how = "merged into the weights" if merged else "kept apart (--no-merge)"
+        return f"LoRA r {cfg.peft.rank}, {how}"
+    return f"{method} (peft section of assets/config.yaml)"
 
 
 def _inputs(function: Any) -> list[str]:

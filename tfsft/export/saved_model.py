@@ -28,6 +28,7 @@ from tfsft.config import config_to_yaml
 from tfsft.data.labels import LabelSpec
 from tfsft.errors import TfsftError
 from tfsft.export.card import write_model_card
+from tfsft.models.peft import peft_state
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
 
@@ -55,6 +56,7 @@ def export_model(
     version: int | None = None,
     force: bool = False,
     tokens_only: bool = False,
+    merge: bool = True,
 ) -> Path:
     """Writes ``out/name/<version>/`` atomically and returns its path.
 
@@ -65,6 +67,9 @@ def export_model(
         version: the integer version; default: one above the highest present.
         force: replace an existing version (otherwise that is an error).
         tokens_only: write the core-ops-only variant (``serve_tokens`` only).
+        merge: export a LoRA run with its factors merged into the kernels (the
+            run's saved model; no LoRA ops in the graph). False: the base
+            weights and the LoRA layers apart, as trained (``--no-merge``).
 
     Raises:
         TfsftError: bad name, existing version without ``force``, unwritable dir.
@@ -75,6 +80,8 @@ def export_model(
         if isinstance(run, Run) and run.model is not None
         else load_run(run.dir if isinstance(run, Run) else run)
     )
+    if not merge:
+        run = _unmerged(run)
     base = Path(out) / name
     try:
         base.mkdir(parents=True, exist_ok=True)
@@ -107,6 +114,20 @@ def export_model(
     return final
 
 
+def _unmerged(run: Run) -> Run:
+    """The run's model with LoRA apart: its base preset plus its adapter."""
+    from tfsft.models.peft.adapter_io import load_adapter
+
+    if run.config.peft.method != "lora":
+        raise TfsftError(
+            f"--no-merge: only LoRA merges into the base weights; this run's "
+            f"peft.method is {run.config.peft.method}, exported as trained"
+        )
+    model = load_adapter(run.dir / "adapter")
+    model.preprocessor = run.model.preprocessor
+    return Run(run.dir, run.config, run.labels, model=model, metrics=run.metrics)
+
+
 def saved_model_of(model: Any) -> Any:
     """The model to save: the one a training wrapper holds (the causal LM's
     `SFTCausalLM`, which Keras cannot serialise), else the model itself."""
@@ -128,13 +149,34 @@ def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
     )
     assets = _write_assets(run, staging, signatures)
     module = ServingModule(run, assets, with_text=with_text)
-    tf.saved_model.save(module, str(target), signatures=signatures)
-    shutil.rmtree(staging)
-    if not tokens_only:
-        keras_dir = target / "keras"
-        keras_dir.mkdir()
-        saved_model_of(run.model).save(str(keras_dir / "model.keras"))
-        shutil.copytree(run.dir / "model", keras_dir / "preset")
+    model = saved_model_of(run.model)
+    # A model fresh from training still holds its optimizer, whose slots (and
+    # list of trained variables: LoRA's, before merging) the SavedModel would
+    # otherwise carry along: twice the weights, none of them served.
+    optimizer, model.optimizer = model.optimizer, None
+    if hasattr(model, "_delete_tracking"):  # None alone leaves TF's dependency
+        model._delete_tracking("optimizer")
+    try:
+        tf.saved_model.save(module, str(target), signatures=signatures)
+        shutil.rmtree(staging)
+        if not tokens_only:
+            _write_keras(run, model, target / "keras")
+    finally:
+        model.optimizer = optimizer
+
+
+def _write_keras(run: Run, model: Any, keras_dir: Path) -> None:
+    """The Keras forms beside the SavedModel: the run's preset, and the model as a
+    .keras file; an unmerged PEFT model (re-wired keras-hub layers, which a .keras
+    file cannot describe) has its adapter folder instead, to load onto the preset
+    with `tfsft.load_adapter`."""
+    keras_dir.mkdir()
+    state = peft_state(model)
+    if state is not None and not state.merged:
+        shutil.copytree(run.dir / "adapter", keras_dir / "adapter")
+    else:
+        model.save(str(keras_dir / "model.keras"))
+    shutil.copytree(run.dir / "model", keras_dir / "preset")
 
 
 def _write_assets(

@@ -8,7 +8,7 @@ from tfsft.config import ModelConfig, PeftConfig
 from tfsft.data.labels import LabelSpec
 from tfsft.models.backbones import load_backbone, resolve_preset
 from tfsft.models.freeze import apply_freeze
-from tfsft.models.lora import apply_lora
+from tfsft.models.peft import apply_peft
 
 
 def build_model(
@@ -24,8 +24,8 @@ def build_model(
         labels: the label space (`tfsft.tasks` builds it from the training data),
             or a number of outputs for a sentence-level task.
         task: a ``task:`` name.
-        peft: the ``peft`` section (LoRA freezes the backbone but for its
-            low-rank factors; the head stays trainable).
+        peft: the ``peft`` section (every method freezes the backbone and adds
+            its own weights; the head stays trainable).
 
     Returns:
         A plain Keras (keras-hub) model taking the backbone's token tensors and
@@ -39,6 +39,6 @@ def build_model(
     preset = resolve_preset(cfg.preset)
     model = get_task(task).build_model(load_backbone(preset), cfg, labels, preset)
     apply_freeze(model, cfg.freeze)
-    if peft is not None and peft.method == "lora":
-        apply_lora(model, peft.rank, peft.alpha, peft.targets)
+    if peft is not None:
+        apply_peft(model, peft, cfg.sequence_length)
     return model

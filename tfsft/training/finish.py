@@ -15,6 +15,8 @@ from tfsft.data.labels import LabelSpec
 from tfsft.data.splits import Splits
 from tfsft.evaluation.inference import predict_outputs
 from tfsft.evaluation.report import plot_history
+from tfsft.models.peft import detached, merge_lora, peft_state
+from tfsft.models.peft.adapter_io import save_adapter
 from tfsft.runs import write_json
 from tfsft.tasks.base import Task
 
@@ -56,20 +58,30 @@ def save_run(
     preprocessor: Any,
     run_dir: Path,
     metrics: dict[str, Any],
+    cfg: ExperimentConfig,
+    labels: LabelSpec,
 ) -> dict[str, list[float]]:
     """Writes metrics.json, the training curves and the model; returns the history.
 
     The model is saved as a self-contained keras-hub preset (backbone config,
     weights, head, tokenizer) in ``<run>/model``, and the resume backup, no longer
-    needed, is deleted.
+    needed, is deleted. A PEFT run also writes ``<run>/adapter/`` (its trained
+    weights alone) first; then LoRA is merged into the kernels, so ``model`` and
+    the preset are a plain keras-hub model; the other methods' preset holds the
+    base weights and head, which `tfsft.runs.load_run` puts the adapter back onto.
     """
+    if (state := peft_state(model)) is not None:
+        metrics["adapter_bytes"] = save_adapter(model, run_dir / "adapter", cfg, labels)
+        if state.cfg.method == "lora":
+            merge_lora(model)
     write_json(run_dir / "metrics.json", metrics)
     history = read_history(run_dir / "history.csv")
     plot_history(history, run_dir / "curves.png")
     # The optimizer is detached so its state (2x the weights) is not saved with it.
     optimizer, model.optimizer = model.optimizer, None
     model.preprocessor = preprocessor
-    model.save_to_preset(str(run_dir / "model"))
+    with detached(model):
+        model.save_to_preset(str(run_dir / "model"))
     task.save_extras(run_dir / "model", preprocessor)
     model.optimizer = optimizer
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume

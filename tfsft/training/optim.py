@@ -69,7 +69,19 @@ class FusedAdamW(SyncedClipping, keras.optimizers.AdamW):
     tests.
     """
 
+    # id(variable) -> learning-rate factor (layer-wise decay); set before build.
+    lr_factors: dict[int, float] | None = None
+
+    def build(self, variables):
+        super().build(variables)
+        factors = self.lr_factors or {}
+        # By index, as update_step finds a variable (ids do not survive tracing).
+        self._lr_by_index = [factors.get(id(v), 1.0) for v in variables]
+
     def update_step(self, gradient, variable, learning_rate):
+        factor = self._lr_by_index[self._get_variable_index(variable)]
+        if factor != 1.0:
+            learning_rate = learning_rate * factor
         if (
             self.amsgrad
             or not isinstance(variable, tf.Variable)

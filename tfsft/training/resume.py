@@ -30,7 +30,6 @@ log = logging.getLogger("tfsft")
 _WEIGHTS = "state.weights.h5"
 _RNG = "rng.npy"
 _PROGRESS = "progress.json"
-_LORA = "lora.npz"
 
 
 def seed_states(model: keras.Model) -> list[Any]:
@@ -40,21 +39,6 @@ def seed_states(model: keras.Model) -> list[Any]:
     """
     weights = {id(w) for w in model.weights}
     return [v for v in model.variables if id(v) not in weights and "seed" in v.path]
-
-
-def lora_state(model: keras.Model) -> list[Any]:
-    """The raw kernels and LoRA factors of every LoRA-enabled layer.
-
-    Keras saves such a layer with the factors merged into its kernel and, on
-    loading, zeroes both factors: right for inference, but a resumed run could
-    never move them again (both zero means both gradients are zero). Backups keep
-    them apart.
-    """
-    state = []
-    for layer in model._flatten_layers(include_self=False):
-        if getattr(layer, "lora_enabled", False):
-            state += [layer._kernel, layer.lora_kernel_a, layer.lora_kernel_b]
-    return state
 
 
 def global_step(model: keras.Model) -> int:
@@ -75,8 +59,6 @@ def save_backup(model: keras.Model, folder: Path, step: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_weights(str(tmp / _WEIGHTS))  # includes the optimizer's variables
-    lora = [v.numpy() for v in lora_state(model)]
-    np.savez(tmp / _LORA, *lora)
     states = [np.asarray(v.numpy()) for v in seed_states(model)]
     np.save(tmp / _RNG, np.stack(states) if states else np.zeros((0, 2), np.int64))
     (tmp / _PROGRESS).write_text(json.dumps({"global_step": step}))
@@ -95,12 +77,9 @@ def restore_backup(model: keras.Model, folder: Path) -> int:
             break
     else:
         return 0
-    model.optimizer.build(model.trainable_variables)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
     model.load_weights(str(candidate / _WEIGHTS))
-    if (candidate / _LORA).is_file():
-        saved = np.load(candidate / _LORA)
-        for i, variable in enumerate(lora_state(model)):
-            variable.assign(saved[f"arr_{i}"])
     for variable, value in zip(
         seed_states(model), np.load(candidate / _RNG), strict=True
     ):

@@ -51,6 +51,11 @@ from tfsft.training.distribute import (
 )
 from tfsft.training.feed import Feed, make_feed
 from tfsft.training.finish import report_splits, save_run
+from tfsft.training.layerwise import (
+    GradualUnfreezing,
+    build_for_unfreezing,
+    layer_lr_factors,
+)
 from tfsft.training.optim import make_optimizer
 from tfsft.training.resume import restore_backup
 from tfsft.training.strategy import make_strategy, seed_everything, set_precision
@@ -75,8 +80,12 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
     if cfg.train.gradient_checkpointing:
         auto = cfg.train.gradient_checkpointing == "auto"
         enable_block_remat(model.backbone, AUTO_MIN_TOKENS if auto else 0)
+    optimizer = make_optimizer(cfg.train, total_steps)
+    if cfg.train.layer_lr_decay is not None:
+        factors = layer_lr_factors(model, cfg.train.layer_lr_decay)
+        object.__setattr__(optimizer, "lr_factors", factors)
     model.compile(
-        optimizer=make_optimizer(cfg.train, total_steps),
+        optimizer=optimizer,
         loss=task.loss(),
         metrics=task.metrics(),
         weighted_metrics=task.weighted_metrics() or None,
@@ -193,6 +202,8 @@ def _run(
     trainable, total = count_params(model)
     _log_start(cfg, data, feed, trainable, total, start_step)
     callbacks = make_callbacks(run_dir, tc, monitor, _epoch_metrics(cfg, data, feed))
+    if tc.gradual_unfreezing is not None:
+        callbacks.append(GradualUnfreezing(tc.gradual_unfreezing, feed.steps_per_epoch))
     callbacks += data.task.callbacks(
         run_dir, cfg, data.preprocessor, data.splits.validation
     )
@@ -251,7 +262,9 @@ def _run(
         "total_params": total,
         "replicas": replicas,
     }
-    history = save_run(model, data.task, data.preprocessor, run_dir, metrics)
+    history = save_run(
+        model, data.task, data.preprocessor, run_dir, metrics, cfg, data.labels
+    )
     return Run(run_dir, cfg, data.labels, model=model, metrics=metrics, history=history)
 
 
@@ -266,6 +279,8 @@ def _build(
     with strategy.scope():
         model = build_model(cfg.model, labels, cfg.task, cfg.peft)
         compile_model(model, cfg, feed.total_steps)
+        if cfg.train.gradual_unfreezing is not None:
+            build_for_unfreezing(model, cfg.train.gradual_unfreezing)
         # Inside the scope: the optimizer's slots must be created by the strategy.
         start_step = restore_backup(model, run_dir / "backup")
     if feed.element_spec is not None:

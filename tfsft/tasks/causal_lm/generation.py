@@ -34,8 +34,11 @@ def make_sampler(cfg: GenerateConfig) -> Any:
 
 
 def context_length(model: Any) -> int | None:
-    """The longest sequence the backbone takes (None: not limited by the model)."""
-    return getattr(model.backbone, "max_sequence_length", None)
+    """The longest sequence the backbone takes (None: not limited by the model),
+    less the virtual tokens prompt tuning puts in front of every prompt."""
+    limit = getattr(model.backbone, "max_sequence_length", None)
+    virtual = getattr(model.backbone, "_tfsft_prompt_count", 0)
+    return None if limit is None else limit - virtual
 
 
 def generate_ids(
