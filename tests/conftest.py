@@ -46,7 +46,9 @@ SLOWEST_FILES = (
     "test_resume.py",
     "test_export.py",
     "test_step_options.py",
+    "test_peft_export.py",
     "test_causal_lm_memorise.py",
+    "test_peft.py",
     "test_train.py",
     "test_causal_lm.py",
     "test_realdata.py",
@@ -54,6 +56,7 @@ SLOWEST_FILES = (
     "test_causal_lm_serving.py",
     "test_token_classification.py",
     "test_tasks.py",
+    "test_peft_resume.py",
     "test_cli.py",
     "test_tokenizer_parity.py",
 )

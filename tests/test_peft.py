@@ -163,8 +163,12 @@ def test_lora_merge_matches_within_1e5_and_removes_every_lora_layer(tmp_path):
     x, _ = _batch()
     unmerged = np.asarray(model(x))
     assert np.abs(unmerged - np.asarray(build_model(cfg.model, 2)(x))).max() > 1e-2
+    np.testing.assert_allclose(model.predict(x, verbose=0), unmerged, atol=1e-5)
     merge_lora(model)
     np.testing.assert_allclose(np.asarray(model(x)), unmerged, atol=1e-5)
+    # predict() traced the LoRA layers before the merge: it must not add the
+    # update a second time on top of the merged kernels.
+    np.testing.assert_allclose(model.predict(x, verbose=0), unmerged, atol=1e-5)
     assert not [w.path for w in model.weights if "lora" in w.path]
     assert count_params(model)[1] == count_params(build_model(cfg.model, 2))[1]
 

@@ -111,7 +111,14 @@ def test_decoder_prompt_and_prefix_generate_through_the_export(tmp_path, method)
     """A decoder's virtual tokens and prefixes must reach generation's KV-cache
     loop, in the run and in the exported graph alike."""
     peft = {"method": method, "num_virtual_tokens": 4}
-    raw = sft_config(tmp_path, f"lm-{method}", records=16, peft=peft)
+    raw = sft_config(
+        tmp_path,
+        f"lm-{method}",
+        records=16,
+        peft=peft,
+        data={"validation_fraction": None},
+        generate={"samples_per_epoch": 0},
+    )
     run = tfsft.train(validate_config(raw), verbose=0)
     path = export_model(run, method, tmp_path / "sm")
     prompts = ["Say red blue twice.", "Say cat music twice."]

