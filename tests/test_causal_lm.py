@@ -92,9 +92,12 @@ def test_two_workers_train_the_causal_lm_as_one_device(tmp_path):
     assert diff < 3e-5
 
 
+@pytest.mark.slow
 def test_kill_9_resumes_a_lora_causal_lm_run_exactly(tmp_path):
     """A LoRA causal-LM run killed mid-epoch resumes to the uninterrupted run's
-    metrics: the backup keeps the LoRA factors apart from the frozen kernels."""
+    metrics. (Slow suite: LoRA's backup is ordinary weights now, restored
+    in-process for every method by tests/test_peft.py, and kill -9 itself is
+    tests/test_resume.py's.)"""
     raw = sft_config(
         tmp_path,
         "lm",

@@ -39,8 +39,9 @@ def _kill_and_resume(tmp_path: Path, peft: dict | None, **train) -> None:
 
 
 def test_interrupted_gradual_unfreezing_resumes_to_the_same_run(tmp_path, monkeypatch):
-    """SIGTERM at step 50 (stage 2 of stages every 20 steps), then the same
-    config again: the uninterrupted run's metrics (1e-6)."""
+    """80 rows, 20 steps an epoch, 40 in all, a stage every 10 steps: SIGTERM
+    after step 25 (stage 2), then the same config again: the uninterrupted run's
+    metrics (1e-6)."""
     import os
 
     import keras
@@ -50,15 +51,16 @@ def test_interrupted_gradual_unfreezing_resumes_to_the_same_run(tmp_path, monkey
     from tfsft.errors import Interrupted
 
     sections = {
-        "train": {"gradual_unfreezing": {"every_steps": 20}, "layer_lr_decay": 0.8}
+        "data": {"max_train_examples": 80},
+        "train": {"gradual_unfreezing": {"every_steps": 10}, "layer_lr_decay": 0.8},
     }
     reference = tfsft.train(
         load_config(resume_config(tmp_path, "ref", **sections)), verbose=0
     ).metrics
 
-    class TermAt50(keras.callbacks.Callback):
+    class TermAt25(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if self.model.optimizer.iterations.numpy() == 50:
+            if self.model.optimizer.iterations.numpy() == 25:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     cfg = load_config(resume_config(tmp_path, "term", **sections))
@@ -66,7 +68,7 @@ def test_interrupted_gradual_unfreezing_resumes_to_the_same_run(tmp_path, monkey
 
     original = trainer.make_callbacks
     monkeypatch.setattr(
-        trainer, "make_callbacks", lambda *a, **k: [*original(*a, **k), TermAt50()]
+        trainer, "make_callbacks", lambda *a, **k: [*original(*a, **k), TermAt25()]
     )
     with pytest.raises(Interrupted):
         tfsft.train(cfg, verbose=0)
