@@ -231,10 +231,7 @@ def export(
         Path | None, typer.Option(help="Describe an export instead of writing one.")
     ] = None,
     no_merge: Annotated[
-        bool,
-        typer.Option(
-            "--no-merge", help="LoRA: keep the factors apart from the base weights."
-        ),
+        bool, typer.Option("--no-merge", help="LoRA: keep the factors apart.")
     ] = False,
 ) -> None:
     """Export RUN as saved_models/NAME/VERSION/ for TF Serving (or --check PATH)."""

@@ -29,7 +29,7 @@ from tfsft.config_messages import (
     key_lines,
     within,
 )
-from tfsft.config_peft import GradualUnfreezingConfig, PeftConfig
+from tfsft.config_peft import GradualUnfreezingConfig, PeftConfig, check_combinations
 from tfsft.config_sft import GenerateConfig, SftDataFields
 from tfsft.errors import ConfigError
 from tfsft.tasks.registry import TASKS
@@ -309,29 +309,7 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _methods_combine(self) -> ExperimentConfig:
-        method = self.peft.method
-        if self.train.gradual_unfreezing is not None:
-            if method != "none":
-                raise ValueError(
-                    f"train.gradual_unfreezing unfreezes backbone blocks, which "
-                    f"peft.method {method} keeps frozen; use one or the other"
-                )
-            if self.model.freeze != "none":
-                raise ValueError(
-                    "train.gradual_unfreezing decides what trains when; set "
-                    "model.freeze: none"
-                )
-        if method != "none" and self.model.freeze != "none":
-            raise ValueError(
-                f"model.freeze: peft.method {method} already freezes the backbone; "
-                "remove model.freeze (peft.also_train names backbone layers to train)"
-            )
-        if method == "prompt" and self.data.packing:
-            raise ValueError(
-                "data.packing: prompt tuning puts its virtual tokens at the start "
-                "of each sequence, which packed rows share; set data.packing: false "
-                "(or use peft.method prefix, which packs)"
-            )
+        check_combinations(self.peft, self.train, self.model.freeze, self.data.packing)
         return self
 
     @model_validator(mode="after")

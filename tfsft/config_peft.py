@@ -3,7 +3,7 @@ and the ``train.gradual_unfreezing`` schedule."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -111,3 +111,34 @@ class GradualUnfreezingConfig(_Strict):
         if (self.every_epochs is None) == (self.every_steps is None):
             raise ValueError("set exactly one of every_epochs or every_steps")
         return self
+
+
+def check_combinations(
+    peft: PeftConfig, train: Any, freeze: Any, packing: bool
+) -> None:
+    """Raises ValueError for fine-tuning settings that cannot work together
+    (``train`` is the TrainConfig, ``freeze`` model.freeze, ``packing``
+    data.packing)."""
+    method = peft.method
+    if train.gradual_unfreezing is not None:
+        if method != "none":
+            raise ValueError(
+                f"train.gradual_unfreezing unfreezes backbone blocks, which "
+                f"peft.method {method} keeps frozen; use one or the other"
+            )
+        if freeze != "none":
+            raise ValueError(
+                "train.gradual_unfreezing decides what trains when; set "
+                "model.freeze: none"
+            )
+    if method != "none" and freeze != "none":
+        raise ValueError(
+            f"model.freeze: peft.method {method} already freezes the backbone; "
+            "remove model.freeze (peft.also_train names backbone layers to train)"
+        )
+    if method == "prompt" and packing:
+        raise ValueError(
+            "data.packing: prompt tuning puts its virtual tokens at the start "
+            "of each sequence, which packed rows share; set data.packing: false "
+            "(or use peft.method prefix, which packs)"
+        )

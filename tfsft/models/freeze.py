@@ -39,6 +39,16 @@ def apply_freeze(model: keras.Model, freeze: str | FreezeLayersConfig) -> None:
             layer.trainable = False
 
 
+def freeze_backbone_layers(backbone: keras.Model) -> list[keras.layers.Layer]:
+    """Freezes every layer of ``backbone`` but leaves the backbone itself trainable,
+    so that weights a PEFT method adds to it later still train. Returns its layers."""
+    backbone.trainable = True
+    layers = list(backbone._flatten_layers(include_self=False))
+    for layer in layers:
+        layer.trainable = False
+    return layers
+
+
 def transformer_blocks(backbone: keras.Model) -> list[keras.layers.Layer]:
     """The backbone's transformer layers, bottom first."""
     blocks = getattr(backbone, "transformer_layers", None)

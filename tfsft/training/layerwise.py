@@ -85,6 +85,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         super().__init__()
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
         self.stage = -1
+        self._groups: list[list[Any]] = []
 
     def stage_at(self, step: int) -> int:
         if self.cfg.every_steps is not None:
@@ -93,13 +94,14 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.stage = -1
+        self._groups = unfreezing_groups(self.model, self.cfg.blocks_per_stage)
         self._update()
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._update()
 
     def _update(self) -> None:
-        groups = unfreezing_groups(self.model, self.cfg.blocks_per_stage)
+        groups = self._groups
         stage = min(self.stage_at(global_step(self.model)), len(groups))
         if stage == self.stage:
             return

@@ -21,7 +21,7 @@ import keras
 
 from tfsft.config_peft import PeftConfig
 from tfsft.errors import ConfigError
-from tfsft.models.freeze import transformer_blocks
+from tfsft.models.freeze import freeze_backbone_layers, transformer_blocks
 from tfsft.models.peft.adapters import BottleneckAdapter
 from tfsft.models.peft.lora import LoraDense, kernel_split, merge_into_base
 from tfsft.models.peft.prefix import apply_prefix
@@ -89,14 +89,6 @@ def apply_peft(
     return model
 
 
-def _freeze_all(backbone: keras.Model) -> list[keras.layers.Layer]:
-    backbone.trainable = True  # the new layers (and their parents) must train
-    layers = list(backbone._flatten_layers(include_self=False))
-    for layer in layers:
-        layer.trainable = False
-    return layers
-
-
 def _targets(
     backbone: keras.Model, names: set[str] | None
 ) -> list[tuple[keras.layers.Layer, str]]:
@@ -119,7 +111,7 @@ def _dense_names(backbone: keras.Model) -> list[str]:
 
 
 def _apply_lora(backbone: keras.Model, cfg: PeftConfig) -> list[Edit]:
-    _freeze_all(backbone)
+    freeze_backbone_layers(backbone)
     names = None if cfg.targets == "all-linear" else set(cfg.targets or _DEFAULT_LORA)
     targets = _targets(backbone, names)
     missing = (names or set()) - {getattr(p, a).name for p, a in targets}
@@ -140,7 +132,7 @@ def _apply_lora(backbone: keras.Model, cfg: PeftConfig) -> list[Edit]:
 
 
 def _apply_adapters(backbone: keras.Model, cfg: PeftConfig) -> list[Edit]:
-    _freeze_all(backbone)
+    freeze_backbone_layers(backbone)
     edits = []
     for place in cfg.placement:
         targets = _targets(backbone, {_ADAPTER_TARGETS[place]})

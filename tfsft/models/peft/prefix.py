@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from tfsft.errors import ConfigError
+from tfsft.models.freeze import freeze_backbone_layers
 from tfsft.models.peft.rewire import Edit, attach, set_method
 
 
@@ -87,10 +88,7 @@ def _with_prefix(attention: keras.layers.Layer, prefix: PrefixKV) -> Any:
 def apply_prefix(model: keras.Model, count: int) -> list[Edit]:
     """Adds P learned key/value prefixes to every attention layer of the backbone."""
     backbone = model.backbone
-    backbone.trainable = True
-    layers = list(backbone._flatten_layers(include_self=False))
-    for layer in layers:
-        layer.trainable = False
+    layers = freeze_backbone_layers(backbone)
     attentions = [
         layer
         for layer in layers

@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from tfsft.errors import ConfigError
+from tfsft.models.freeze import freeze_backbone_layers
 from tfsft.models.peft.rewire import Edit, attach, set_method, swap_class
 
 
@@ -121,9 +122,7 @@ def apply_prompt(
             f"{limit} positions of {type(backbone).__name__}; lower one of them"
         )
     decoder = hasattr(model, "generate_step")
-    backbone.trainable = True
-    for layer in backbone._flatten_layers(include_self=False):
-        layer.trainable = False
+    freeze_backbone_layers(backbone)
     table = PromptTable(embedding, count, seed)
     edits = [attach(embedding, "_tfsft_prompt", table)]
     edits.append(swap_class(embedding, _PromptEmbedding))
