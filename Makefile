@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KERAS_BACKEND := tensorflow
-export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: demo test test-all lint format clean
 
@@ -21,12 +20,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@RUN=$$($(BIN)/tfsft train configs/quickstart.yaml) && \
-	$(BIN)/tfsft evaluate $$RUN --output $$RUN/eval/demo-metrics.json && \
+	$(BIN)/tfsft evaluate $$RUN --quiet --output $$RUN/eval/demo-metrics.json && \
 	$(BIN)/tfsft predict $$RUN \
 		--text "An absolute joy from start to finish." \
 		--text "The battery died after two days and support never answered." \
 		--text "Not bad at all, I would happily go back." && \
-	echo "run dir: $$RUN"
+	echo "run dir: $$RUN (report: $$RUN/report.html, metrics: $$RUN/eval/demo-metrics.json)"
 
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15

@@ -234,7 +234,8 @@ def method_notes(d: EncoderDims) -> list[str]:
         "model, the data and the framework's own buffers are all in it.",
         "Each runner shuffles with its own RNG (same seed, different algorithms), so "
         "the example order differs; on 4,000 SST-2 rows the order alone moves dev "
-        "accuracy by about 1.5 points (README), so small accuracy deltas are noise.",
+        "accuracy by about 1.5 points (docs/experiments.md), so small accuracy "
+        "deltas are noise.",
         "Fixed shapes: tfsft's build_model + compile_model (its optimizer, loss and "
         "precision setting) fed one random batch of 32 x 128 token ids repeatedly "
         "(no padding, no data pipeline); timed over the steps after 3 warm-up steps.",
@@ -274,12 +275,17 @@ def setup_lines(
         "",
         "### Command",
         "",
+        # The docs test runs every ```bash block unless it is marked like this.
+        "<!-- docs-test: skip: the benchmark itself: real data and models, minutes "
+        "to an hour on 2 cores -->",
         "```bash",
         command,
         "```",
         "",
         "The tfsft runner ran:",
         "",
+        "<!-- docs-test: skip: a record of what that benchmark run executed, not an "
+        "instruction -->",
         "```bash",
         tfsft_command,
         "```",

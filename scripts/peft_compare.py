@@ -1,6 +1,6 @@
 """Compares fine-tuning methods on SST-2 with MiniLM, and LoRA on the causal LM.
 
-    python scripts/peft_compare.py            # every method; writes docs/peft.md
+    python scripts/peft_compare.py            # every method; writes peft-results.md
     python scripts/peft_compare.py --only lora-r8 --rows 2000 --out /tmp/p.md
 
 Each method trains in its own `tfsft train` process (configs/sst2_minilm.yaml on
@@ -275,7 +275,8 @@ def main() -> None:
     parser.add_argument("--sft-rows", type=int, default=100)
     parser.add_argument("--only", nargs="*", help="method names (and causal-lora)")
     parser.add_argument("--work", type=Path, default=REPO / ".bench" / "peft")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "peft.md")
+    # Not docs/peft.md itself: that page holds the how-to too; paste the tables.
+    parser.add_argument("--out", type=Path, default=Path("peft-results.md"))
     parser.add_argument("--reuse", action="store_true", help="keep finished results")
     parser.add_argument("--base-loss", type=Path, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()

@@ -287,6 +287,21 @@ def test_tiny_ner_trains_reports_and_predicts_entities(ner_run):
         assert text[e["start"] : e["end"]] == e["text"] and 0 < e["score"] <= 1
 
 
+def test_run_report_has_the_per_type_table_and_f1_chart(ner_run):
+    page = (ner_run.dir / "report.html").read_text(encoding="utf-8")
+    md = (ner_run.dir / "report.md").read_text(encoding="utf-8")
+    assert "<h3>Per entity type</h3>" in page and "### Per entity type" in md
+    p, r, f1 = (ner_run.metrics[f"{m}_PER"] for m in ("precision", "recall", "f1"))
+    cells = "".join(f'<td class="num">{v:.4f}</td>' for v in (p, r, f1))
+    assert f'<td class="text">PER</td>{cells}' in page
+    assert f"| PER | {p:.4f} | {r:.4f} | {f1:.4f} |" in md
+    assert "<h3>Entity F1 by type</h3>" in page
+    assert "![bar chart of the strict entity F1 of each entity type]" in md
+    assert (ner_run.dir / "per_type_f1.png").read_bytes().startswith(b"\x89PNG")
+    # curves, token lengths, F1 by type, word confusion: all embedded
+    assert page.count('<img src="data:image/png;base64,') == 4
+
+
 def test_resume_mid_epoch_matches_the_uninterrupted_run(ner_data, ner_run, monkeypatch):
     import keras
 

@@ -8,99 +8,49 @@ clear line and exit 1 without a traceback.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-# Set before TensorFlow is imported (it is imported lazily, inside commands): keep
-# C++ INFO/WARNING chatter (oneDNN, CUDA probing) off the user's terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow is imported lazily, inside commands, after the global options have
+# set up a quiet start-up (tfsft.startup).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from tfsft.cli_common import ConfigArg, SetOpt, _handle_errors
+from tfsft.cli_config import config_app
 from tfsft.cli_generate import generate_command
 from tfsft.cli_models import models_app
-from tfsft.config import config_schema, config_to_yaml, load_config
-from tfsft.errors import Interrupted, TfsftError
+from tfsft.cli_options import HoistingGroup, global_options
+from tfsft.cli_runs import runs_app
+from tfsft.cli_summary import print_run_summary
+from tfsft.config import load_config
+from tfsft.console import err, show
+from tfsft.errors import TfsftError
 
 app = typer.Typer(
     help="Fine-tune pretrained language models with Keras 3 + TensorFlow.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=HoistingGroup,
 )
-config_app = typer.Typer(help="Check and show configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Look at the data a config reads.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
-err = Console(stderr=True)
-
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set", help="Override a key, e.g. --set train.epochs=2 (repeatable)."
-    ),
-]
+app.add_typer(runs_app, name="runs")
+app.callback()(global_options)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
-
-
-def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # Third-party loggers (TensorFlow's INFO lines) stay at WARNING.
-        logging.getLogger("tfsft").setLevel(logging.INFO)
-        logging.basicConfig(
-            level=logging.WARNING,
-            format="%(message)s",
-            handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-        )
-        try:
-            return fn(*args, **kwargs)
-        except Interrupted as e:
-            err.print(f"[yellow]interrupted[/]: {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(143 if e.signame == "SIGTERM" else 130) from None
-        except TfsftError as e:
-            err.print(
-                f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]; re-run the same command to resume")
-            raise typer.Exit(130) from None
-        except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            err.print(
-                f"[bold red]error:[/] {escape(where + str(e.strerror or e))}",
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
-        except Exception as e:
-            if os.environ.get("TFSFT_DEBUG"):
-                raise
-            err.print(
-                f"[bold red]internal error:[/] {escape(f'{type(e).__name__}: {e}')}\n"
-                "This is a bug in tfsft; run with TFSFT_DEBUG=1 for the traceback.",
-                soft_wrap=True,
-            )
-            raise typer.Exit(3) from None
-
-    return wrapper
+    app(prog_name="tfsft")
 
 
 @app.command()
@@ -128,7 +78,7 @@ def train(
     if not run.dir.is_dir():  # a non-chief worker: its temp run dir is gone
         err.print("worker finished; the chief (worker 0) wrote the run dir")
         return
-    _print_metrics(run.metrics, f"{cfg.name}: validation metrics")
+    print_run_summary(run.dir, cfg.name, cfg.task, run.metrics)
     typer.echo(str(run.dir))
 
 
@@ -184,7 +134,7 @@ def predict(
         Path,
         typer.Argument(
             help="Run dir written by `tfsft train`, or an export "
-            "(saved_models/NAME[/VERSION])."
+            "(saved_models/NAME or saved_models/NAME/VERSION)."
         ),
     ],
     text: Annotated[
@@ -317,28 +267,6 @@ def serve(
 app.command("generate")(_handle_errors(generate_command))
 
 
-@config_app.command("validate")
-@_handle_errors
-def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Check CONFIG; exit 0 if valid."""
-    cfg = load_config(config, set_ or [])
-    err.print(f"[green]ok[/]: {escape(str(config))} ({cfg.name}, task {cfg.task})")
-
-
-@config_app.command("show")
-@_handle_errors
-def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Print CONFIG with overrides applied and every default filled in."""
-    typer.echo(config_to_yaml(load_config(config, set_ or [])), nl=False)
-
-
-@config_app.command("schema")
-@_handle_errors
-def config_schema_cmd() -> None:
-    """Print the JSON Schema of configs."""
-    typer.echo(config_schema())
-
-
 @data_app.command("inspect")
 @_handle_errors
 def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
@@ -353,7 +281,7 @@ def data_inspect(config: ConfigArg, set_: SetOpt = None) -> None:
         table.add_column("tokens mean/p95/max" if key == "tokens" else key)
     for row in summary:
         table.add_row(*(str(row[k]) for k in keys))
-    err.print(table)
+    show(table)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -368,8 +296,8 @@ def _print_check(report: dict[str, Any]) -> None:
             ", ".join(sig["outputs"]),
             ", ".join(sig["non_core_ops"]) or "none",
         )
-    err.print(table)
-    err.print(f"loading needs: {escape(report['requires'])}", soft_wrap=True)
+    show(table)
+    show(f"loading needs: {escape(report['requires'])}")
 
 
 def _print_metrics(metrics: dict[str, Any], title: str) -> None:
@@ -379,7 +307,7 @@ def _print_metrics(metrics: dict[str, Any], title: str) -> None:
     for key, value in metrics.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         table.add_row(key, shown)
-    err.print(table)
+    show(table)
 
 
 def _refuse_overwrite(path: Path | None, force: bool) -> None:
@@ -395,4 +323,4 @@ def _emit(text: str, output: Path | None) -> None:
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(output)
-    err.print(f"wrote {escape(str(output))}")
+    show(f"wrote {escape(str(output))}")

@@ -18,7 +18,7 @@ def generate_command(
         Path,
         typer.Argument(
             help="Run dir of a causal_lm run, or its export "
-            "(saved_models/NAME[/VERSION])."
+            "(saved_models/NAME or saved_models/NAME/VERSION)."
         ),
     ],
     prompt: Annotated[

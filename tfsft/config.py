@@ -8,19 +8,11 @@ frozen; library functions take it, or a sub-config, and never re-read YAML.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tfsft.config_messages import (
     apply_override,
@@ -29,15 +21,17 @@ from tfsft.config_messages import (
     key_lines,
     within,
 )
-from tfsft.config_peft import GradualUnfreezingConfig, PeftConfig, check_combinations
+from tfsft.config_peft import PeftConfig, check_combinations
 from tfsft.config_sft import GenerateConfig, SftDataFields
+
+# Defined apart to keep this module short; `from tfsft.config import TrainConfig,
+# RuntimeConfig` is their public import path.
+from tfsft.config_train import RuntimeConfig, TrainConfig
 from tfsft.errors import ConfigError
 from tfsft.tasks.registry import TASKS
 
 # The task names come from the registry of tasks (a plain dict, light to import).
 Task = Literal[tuple(TASKS)]
-# host:port of a multi-worker process, e.g. 10.0.0.2:12345 or [::1]:2222.
-_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
 
 
 class _Strict(BaseModel):
@@ -47,9 +41,21 @@ class _Strict(BaseModel):
 class DataConfig(SftDataFields, _Strict):
     """Where the examples come from and which columns hold what."""
 
-    train: str = Field(description="Path (CSV/TSV/JSONL/JSON) or tfds:NAME[:SPLIT].")
-    validation: str | None = None
-    test: str | None = None
+    train: str = Field(
+        description="Training data: a CSV/TSV/JSONL/JSON/CoNLL file (relative to "
+        "the working directory) or tfds:NAME[:SPLIT]."
+    )
+    validation: str | None = Field(
+        default=None,
+        description="Validation data (same forms as train), scored every epoch to "
+        "pick the best checkpoint, and reported at the end. null: none, or "
+        "validation_fraction.",
+    )
+    test: str | None = Field(
+        default=None,
+        description="Test data (same forms as train), scored once after training "
+        "into <run>/test/ (test_* metrics). null: none.",
+    )
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
         default=None,
         description="Hold out this fraction of train (stratified, seeded) when "
@@ -60,17 +66,36 @@ class DataConfig(SftDataFields, _Strict):
         description="auto: from the extension (.txt is tsv, or conll for "
         "token_classification; .conll is conll).",
     )
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
+    text_column: str = Field(
+        default="text",
+        description="Column (CSV/TSV header) or field (JSON) holding the input text.",
+    )
+    text_pair_column: str | None = Field(
+        default=None,
+        description="Column of a second text for pair tasks (paraphrase, NLI); "
+        "null: single texts.",
+    )
+    label_column: str = Field(
+        default="label",
+        description="Column holding the target: a class name (classification), "
+        "delimited labels (multilabel) or a number (regression).",
+    )
     label_delimiter: str = Field(
         default=";", min_length=1, description="Separates labels in a multilabel cell."
     )
     labels: list[str] | None = Field(
         default=None, description="Fixed label order; default: sorted training labels."
     )
-    max_train_examples: Annotated[int, Field(gt=0)] | None = None
-    skip_invalid_rows: bool = False
+    max_train_examples: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description="Train on only the first N examples after a seeded shuffle "
+        "(train.seed); null: all.",
+    )
+    skip_invalid_rows: bool = Field(
+        default=False,
+        description="Drop malformed rows (missing text, unknown label, ...) and "
+        "report them, instead of stopping at the first one.",
+    )
     max_text_chars: Annotated[int, Field(ge=1)] = Field(
         default=100_000,
         description="Longest text (per text field, in characters) a row may hold; a "
@@ -139,7 +164,12 @@ class DataConfig(SftDataFields, _Strict):
 
 
 class FreezeLayersConfig(_Strict):
-    first_n_layers: Annotated[int, Field(ge=0)]
+    """Freeze the bottom of the backbone: the embeddings and the first K blocks."""
+
+    first_n_layers: Annotated[int, Field(ge=0)] = Field(
+        description="K: how many transformer blocks, counted from the embeddings, "
+        "are frozen (together with the embeddings)."
+    )
 
 
 class ModelConfig(_Strict):
@@ -147,149 +177,85 @@ class ModelConfig(_Strict):
 
     preset: str = Field(
         default="minilm",
-        description="minilm | keras-hub preset name | local preset dir | "
-        "Hugging Face-format dir | tiny",
+        description="The pretrained model: an alias (minilm, smollm2-135m; tiny, "
+        "tiny-gpt2 and tiny-llama are random test models), a keras-hub preset "
+        "name (downloads on first use), a keras-hub preset dir or a Hugging "
+        "Face-format dir (config.json + model.safetensors).",
     )
-    sequence_length: Annotated[int, Field(ge=8, le=4096)] = 128
-    freeze: Literal["none", "backbone", "embeddings"] | FreezeLayersConfig = "none"
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    sequence_length: Annotated[int, Field(ge=8, le=4096)] = Field(
+        default=128,
+        description="Most tokens per example, special tokens included; longer "
+        "inputs are truncated (token_classification: split into overlapping "
+        "windows). Also the widest batch (see data.length_buckets).",
+    )
+    freeze: Literal["none", "backbone", "embeddings"] | FreezeLayersConfig = Field(
+        default="none",
+        description="What does not train: none, backbone (only the head trains), "
+        "embeddings, or {first_n_layers: K} (embeddings and the first K blocks).",
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1,
+        description="Dropout rate before the task head (causal_lm: every dropout "
+        "of the backbone).",
+    )
     # cls by default, as keras-hub's and HF's classifiers: on full SST-2 mean pooling
-    # was not reliably better (README, "Measured figures").
+    # was not reliably better (docs/experiments.md, "Measured figures").
     pooling: Literal["auto", "cls", "mean"] = Field(
         default="cls",
-        description="how the head pools the tokens: the pooled [CLS] output, the "
+        description="How the head pools the tokens: the pooled [CLS] output, the "
         "mean of the token vectors, or auto (the checkpoint's sentence-transformers "
-        "pooling when it declares one, else cls)",
+        "pooling when it declares one, else cls).",
     )
-
-
-class TrainConfig(_Strict):
-    """Optimiser, schedule and loop settings."""
-
-    epochs: Annotated[int, Field(ge=1)] = 3
-    batch_size: Annotated[int, Field(ge=1)] = 32
-    learning_rate: Annotated[float, Field(gt=0)] = 5.0e-5
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: Annotated[float, Field(gt=0)] | None = 1.0
-    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = Field(
-        default=1,
-        description="Average the gradients of this many batches per optimizer "
-        "update: the effective batch is batch_size x this, in the memory of one "
-        "batch. Steps (save_every_steps, the schedule) count batches.",
-    )
-    gradient_checkpointing: bool | Literal["auto"] = Field(
-        default=False,
-        description="Recompute each transformer block in the backward pass: far "
-        "less activation memory for about a third more compute; auto does it "
-        "only for batches of 3,072 or more token positions.",
-    )
-    gradual_unfreezing: GradualUnfreezingConfig | None = Field(
-        default=None,
-        description="ULMFiT: train the head first, then unfreeze the transformer "
-        "blocks from the top, one group per stage (needs model.freeze none and "
-        "no peft method).",
-    )
-    layer_lr_decay: Annotated[float, Field(gt=0, le=1)] | None = Field(
-        default=None,
-        description="Layer-wise learning-rate decay: block l of L trains at "
-        "learning_rate x decay^(L - l) (l = 1 .. L), the embeddings at decay^L, the "
-        "head at the full rate.",
-    )
-    seed: int = 42
-    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
-    monitor: str | None = Field(
-        default=None,
-        description="Metric that picks the best checkpoint, e.g. val_accuracy; its "
-        "mode (min or max) is the task's. Default: val_accuracy for classification, "
-        "val_entity_f1 for token_classification, val_loss otherwise.",
-    )
-    save_every_steps: Annotated[int, Field(ge=1)] | None = Field(
-        default=None,
-        description="Back up for resume every N steps (default: every epoch).",
-    )
-    output_dir: str = "runs"
-
-
-class RuntimeConfig(_Strict):
-    """Devices, distribution and numerics.
-
-    ``train.batch_size`` is the global batch: each of the strategy's N replicas gets
-    batch_size / N examples of every step (see `tfsft.training.distribute`).
-    """
-
-    strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "tpu"] = Field(
-        default="auto",
-        description="auto: TPU if TPU_NAME/COLAB_TPU_ADDR say so, multi_worker if "
-        "TF_CONFIG names >1 worker, mirrored if >1 GPU, else one device.",
-    )
-    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
-    jit_compile: bool = Field(
-        default=False,
-        description="Compile the train step with XLA (one compilation per batch "
-        "width); measured slower than TF's graph on CPU, see README.",
-    )
-    steps_per_execution: Annotated[int, Field(ge=1)] = Field(
-        default=1,
-        description="Batches run per call into the compiled step; more cuts Python "
-        "overhead (useful on TPU), but callbacks then see every N-th step only.",
-    )
-    tpu: str | None = Field(
-        default=None,
-        min_length=1,
-        description="TPU for strategy tpu: 'local' (Colab, TPU VMs), a TPU name or "
-        "grpc://host:port; default: $TPU_NAME / $COLAB_TPU_ADDR, else 'local'.",
-    )
-    workers: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        description="host:port of every multi_worker process, chief first; "
-        "`tfsft train --worker-index N` builds TF_CONFIG from it.",
-    )
-
-    @field_validator("workers")
-    @classmethod
-    def _host_ports(cls, workers: list[str] | None) -> list[str] | None:
-        for address in workers or ():
-            if not re.fullmatch(_HOST_PORT, address):
-                raise ValueError(
-                    f"expected host:port such as 10.0.0.2:2222 (got {address!r})"
-                )
-        if workers and len(set(workers)) != len(workers):
-            raise ValueError("each host:port may appear only once")
-        return workers
-
-    @model_validator(mode="after")
-    def _keys_fit_strategy(self) -> RuntimeConfig:
-        if self.workers is not None and self.strategy not in ("auto", "multi_worker"):
-            raise ValueError(
-                f"workers is used by strategy multi_worker, not {self.strategy}"
-            )
-        if self.tpu is not None and self.strategy not in ("auto", "tpu"):
-            raise ValueError(f"tpu is used by strategy tpu, not {self.strategy}")
-        return self
 
 
 class EvaluateConfig(_Strict):
+    """The reports written after training and by `tfsft evaluate`."""
+
     threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.5, description="Multilabel decision threshold on probabilities."
     )
-    max_errors: Annotated[int, Field(ge=0)] = 200
+    max_errors: Annotated[int, Field(ge=0)] = Field(
+        default=200,
+        description="Most wrong predictions written to errors.jsonl (worst "
+        "first); 0 writes none.",
+    )
 
 
 class ExperimentConfig(_Strict):
-    """The whole experiment; see DESIGN.md for the contract of these keys."""
+    """A tfsft experiment config: one YAML file per fine-tuning recipe."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
-    task: Task = "classification"
-    data: DataConfig
-    model: ModelConfig = ModelConfig()
-    peft: PeftConfig = PeftConfig()
-    train: TrainConfig = TrainConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    generate: GenerateConfig = GenerateConfig()
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=100,
+        description="Experiment name (letters, digits, . _ -): runs go to "
+        "train.output_dir/NAME/.",
+    )
+    task: Task = Field(
+        default="classification",
+        description="What the model learns: " + " | ".join(TASKS) + ".",
+    )
+    data: DataConfig = Field(description="Where the examples come from.")
+    model: ModelConfig = Field(
+        default=ModelConfig(), description="The pretrained backbone and its head."
+    )
+    peft: PeftConfig = Field(
+        default=PeftConfig(),
+        description="Parameter-efficient fine-tuning (LoRA, adapters, prompt or "
+        "prefix tuning); method none trains the whole model.",
+    )
+    train: TrainConfig = Field(
+        default=TrainConfig(), description="Optimiser, schedule and loop settings."
+    )
+    runtime: RuntimeConfig = Field(
+        default=RuntimeConfig(), description="Devices, distribution and numerics."
+    )
+    evaluate: EvaluateConfig = Field(
+        default=EvaluateConfig(), description="The evaluation reports."
+    )
+    generate: GenerateConfig = Field(
+        default=GenerateConfig(),
+        description="Text generation settings (causal_lm only).",
+    )
 
     @model_validator(mode="after")
     def _token_classification_keys(self) -> ExperimentConfig:
@@ -404,5 +370,28 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 
 def config_schema() -> str:
-    """JSON Schema of the config, for editors and docs."""
-    return json.dumps(ExperimentConfig.model_json_schema(), indent=2)
+    """JSON Schema of the config, for editors (yaml-language-server) and docs.
+
+    Declared draft-07, the newest draft yaml-language-server validates; pydantic's
+    output uses nothing newer except ``$defs``, which ``$ref`` pointers reach in
+    any draft.
+    """
+    schema = _wrap_refs(ExperimentConfig.model_json_schema())
+    header = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$comment": "tfsft config file; generated from tfsft.config.ExperimentConfig",
+    }
+    return json.dumps(header | schema, indent=2)
+
+
+def _wrap_refs(node: Any) -> Any:
+    # Draft-07 ignores the keywords beside a $ref, and with them the description
+    # and default an editor shows on hover: move the $ref into an allOf.
+    if isinstance(node, list):
+        return [_wrap_refs(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _wrap_refs(value) for key, value in node.items()}
+    if "$ref" in node and len(node) > 1:
+        node = {"allOf": [{"$ref": node.pop("$ref")}], **node}
+    return node

@@ -36,8 +36,16 @@ class PeftConfig(_Strict):
     - prefix: trainable key/value prefixes in every attention layer.
     """
 
-    method: Literal["none", "lora", "adapter", "prompt", "prefix"] = "none"
-    rank: Annotated[int, Field(ge=1)] = 8
+    method: Literal["none", "lora", "adapter", "prompt", "prefix"] = Field(
+        default="none",
+        description="lora | adapter | prompt | prefix, or none: no PEFT (the "
+        "whole model trains, as model.freeze allows).",
+    )
+    rank: Annotated[int, Field(ge=1)] = Field(
+        default=8,
+        description="LoRA: rank r of each update B A (hidden x r x hidden); more "
+        "capacity and more trained weights as it grows.",
+    )
     alpha: Annotated[float, Field(gt=0)] | None = Field(
         default=None, description="LoRA scale numerator (alpha / rank); default rank."
     )
@@ -50,14 +58,23 @@ class PeftConfig(_Strict):
         "attention_output, feedforward_*), or all-linear for every dense layer of "
         "the transformer blocks; default: query and value.",
     )
-    adapter_dim: Annotated[int, Field(ge=1)] = 64
+    adapter_dim: Annotated[int, Field(ge=1)] = Field(
+        default=64,
+        description="adapter: bottleneck width (hidden -> adapter_dim -> hidden).",
+    )
     placement: list[Literal["attention", "feedforward"]] = Field(
         default=["attention", "feedforward"],
         min_length=1,
         description="adapter: after which sub-blocks of each layer adapters go.",
     )
-    activation: Literal["gelu", "relu", "silu"] = "gelu"
-    num_virtual_tokens: Annotated[int, Field(ge=1, le=512)] = 20
+    activation: Literal["gelu", "relu", "silu"] = Field(
+        default="gelu", description="adapter: activation inside the bottleneck."
+    )
+    num_virtual_tokens: Annotated[int, Field(ge=1, le=512)] = Field(
+        default=20,
+        description="prompt, prefix: how many trainable virtual tokens (prompt "
+        "tokens add to model.sequence_length within the backbone's positions).",
+    )
     also_train: list[str] = Field(
         default=[],
         description="Backbone layers that train besides the method's weights: "
@@ -102,9 +119,15 @@ class GradualUnfreezingConfig(_Strict):
     transformer blocks after another becomes trainable from the top, the
     embeddings last. Set exactly one of ``every_epochs`` or ``every_steps``."""
 
-    every_epochs: Annotated[int, Field(ge=1)] | None = None
-    every_steps: Annotated[int, Field(ge=1)] | None = None
-    blocks_per_stage: Annotated[int, Field(ge=1)] = 1
+    every_epochs: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Unfreeze the next group every N epochs."
+    )
+    every_steps: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Unfreeze the next group every N steps (batches)."
+    )
+    blocks_per_stage: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Transformer blocks in each group that unfreezes."
+    )
 
     @model_validator(mode="after")
     def _one_schedule(self) -> GradualUnfreezingConfig:

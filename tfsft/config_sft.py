@@ -24,12 +24,20 @@ class TemplateConfig(_Strict):
     Only the assistant's text and ``eos`` are trained (unless data.train_on_prompt).
     """
 
-    system_prefix: str = ""
-    system_suffix: str = ""
-    user_prefix: str = ""
-    user_suffix: str = ""
-    assistant_prefix: str = ""
-    assistant_suffix: str = ""
+    system_prefix: str = Field(default="", description="Text before the system prompt.")
+    system_suffix: str = Field(default="", description="Text after the system prompt.")
+    user_prefix: str = Field(default="", description="Text before each user turn.")
+    user_suffix: str = Field(default="", description="Text after each user turn.")
+    assistant_prefix: str = Field(
+        default="",
+        description="Text before each assistant turn (also ends every prompt at "
+        "generation time).",
+    )
+    assistant_suffix: str = Field(
+        default="",
+        description="Text after each assistant turn's eos (trained only with "
+        "data.train_on_prompt).",
+    )
     eos: str | None = Field(
         default=None,
         description="The token that ends every assistant turn (it must be one "
@@ -49,31 +57,31 @@ class SftDataFields(_Strict):
 
     template: Literal["auto", "chatml", "alpaca", "plain"] | TemplateConfig = Field(
         default="auto",
-        description="How records become token sequences: chatml, alpaca, plain "
-        "(prompt then completion), a mapping of prefixes and suffixes (see "
-        "TemplateConfig), or auto: chatml when the tokenizer has <|im_start|> and "
-        "<|im_end|> tokens, else alpaca.",
+        description="causal_lm: how records become token sequences: chatml, "
+        "alpaca, plain (prompt then completion), a mapping of prefixes and "
+        "suffixes (see TemplateConfig), or auto: chatml when the tokenizer has "
+        "<|im_start|> and <|im_end|> tokens, else alpaca.",
     )
     system_prompt: str | None = Field(
         default=None,
-        description="System prompt for records without one; default: the model's "
-        "own (from its chat template) or the template's; '' for none.",
+        description="causal_lm: system prompt for records without one; default: "
+        "the model's own (from its chat template) or the template's; '' for none.",
     )
     train_on_prompt: bool = Field(
         default=False,
-        description="Also train on prompt tokens (system, user and the template's "
-        "markers); by default only assistant / response tokens and the EOS that "
-        "ends each assistant turn are trained.",
+        description="causal_lm: also train on prompt tokens (system, user and the "
+        "template's markers); by default only assistant / response tokens and the "
+        "EOS that ends each assistant turn are trained.",
     )
     truncated_response: Literal["drop", "keep"] = Field(
         default="drop",
-        description="An example whose responses are cut to zero tokens by "
-        "model.sequence_length: drop it (reported) or keep it (reported; it "
+        description="causal_lm: an example whose responses are cut to zero tokens "
+        "by model.sequence_length: drop it (reported) or keep it (reported; it "
         "trains nothing).",
     )
     packing: bool = Field(
         default=False,
-        description="Pack several training examples into each row of "
+        description="causal_lm: pack several training examples into each row of "
         "model.sequence_length tokens; attention stays within each example "
         "(block-diagonal masks, positions restart).",
     )
@@ -82,12 +90,33 @@ class SftDataFields(_Strict):
 class GenerateConfig(_Strict):
     """Text generation: `tfsft generate`, the per-epoch samples, the export."""
 
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 128
-    sampler: Literal["greedy", "top_k", "top_p"] = "greedy"
-    temperature: Annotated[float, Field(gt=0)] = 1.0
-    top_k: Annotated[int, Field(ge=1)] = 50
-    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
-    seed: int | None = None
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=128,
+        description="Most tokens generated per prompt; generation also stops at "
+        "the end token.",
+    )
+    sampler: Literal["greedy", "top_k", "top_p"] = Field(
+        default="greedy",
+        description="greedy (the most likely token, deterministic), top_k or top_p "
+        "(nucleus) sampling.",
+    )
+    temperature: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="top_k, top_p: divides the logits; below 1 is more "
+        "conservative, above 1 more varied.",
+    )
+    top_k: Annotated[int, Field(ge=1)] = Field(
+        default=50, description="top_k: sample among this many most likely tokens."
+    )
+    top_p: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.9,
+        description="top_p: sample among the most likely tokens whose "
+        "probabilities sum to this.",
+    )
+    seed: int | None = Field(
+        default=None,
+        description="Sampler seed, so top_k/top_p output repeats; null: random.",
+    )
     samples_per_epoch: Annotated[int, Field(ge=0)] = Field(
         default=4,
         description="Greedy generations for this many fixed validation prompts "

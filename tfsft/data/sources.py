@@ -243,3 +243,9 @@ def _check_record(
     if label is None or (isinstance(label, str) and not label.strip()):
         return RowProblem(row, cfg.label_column, "empty label")
     return None
+
+
+def other_file(data: DataConfig) -> DataConfig:
+    """``data`` for a file other than the configured ones (``--input``, ``--data``):
+    its format comes from its own extension, not the training files' ``format``."""
+    return data.model_copy(update={"format": "auto"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import tensorflow as tf
 from tfsft.config import ExperimentConfig
 from tfsft.data.encoded import Encoded
 from tfsft.data.pipeline import bucket_widths, make_eval_dataset
+from tfsft.data.sources import other_file
 from tfsft.data.splits import load_splits
 from tfsft.errors import TfsftError
+from tfsft.progress import Stage, stage
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
 
@@ -24,6 +27,7 @@ def predict_logits(
     batch_size: int,
     widths: list[int] | None = None,
     outputs: Any = None,
+    progress: str | None = None,
 ) -> np.ndarray:
     """The model's float logits for every row of ``encoded``, in row order.
 
@@ -31,17 +35,21 @@ def predict_logits(
     order. Per-token logits of batches of different widths are padded back to the
     encoded width, so the result is one array [rows, width, ...]; ``outputs``
     (model, features) -> tensor replaces the logits of each token-level batch in
-    the graph (a task's `token_outputs`).
+    the graph (a task's `token_outputs`); ``progress`` names a progress stage to
+    show (`tfsft.progress`), none by default.
     """
     ds, order = make_eval_dataset(encoded, batch_size, widths)
     # A keras-hub task with a preprocessor attached would tokenize the (already
     # tokenized) batches again inside predict(); detach it for the call.
     attached, model.preprocessor = model.preprocessor, None
+    shown = stage(progress, encoded.rows) if progress else contextlib.nullcontext()
     try:
-        if encoded.token_level:
-            logits = _token_logits(model, ds, encoded.width, outputs)
-        else:
-            logits = model.predict(ds, verbose=0)
+        with shown as rows_done:
+            counter = _RowCounter(rows_done)
+            if encoded.token_level:
+                logits = _token_logits(model, ds, encoded.width, outputs, counter)
+            else:
+                logits = model.predict(ds, verbose=0, callbacks=[counter])
     finally:
         model.preprocessor = attached
     return np.asarray(logits)[np.argsort(order)]
@@ -53,15 +61,36 @@ def predict_outputs(
     encoded: Encoded,
     batch_size: int,
     widths: list[int] | None = None,
+    progress: str | None = None,
 ) -> Any:
     """The task's per-example outputs (probabilities, values, per-word tags) for
     an encoded split: `predict_logits`, then ``task.outputs``."""
-    logits = predict_logits(model, encoded, batch_size, widths, task.token_outputs)
+    logits = predict_logits(
+        model, encoded, batch_size, widths, task.token_outputs, progress
+    )
     return task.outputs(logits, encoded)
 
 
+class _RowCounter(keras.callbacks.Callback):
+    """Advances a progress stage (if any) by the rows of each predicted batch."""
+
+    def __init__(self, progress: Stage | None) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.progress is None:
+            return
+        rows = tf.nest.flatten((logs or {}).get("outputs", []))
+        self.progress.advance(int(rows[0].shape[0]) if rows else 0)
+
+
 def _token_logits(
-    model: keras.Model, ds: tf.data.Dataset, width: int, outputs: Any = None
+    model: keras.Model,
+    ds: tf.data.Dataset,
+    width: int,
+    outputs: Any = None,
+    counter: _RowCounter | None = None,
 ) -> np.ndarray:
     """Per-token logits [rows, width, tags] of batches trimmed to different widths.
 
@@ -86,7 +115,12 @@ def _token_logits(
 
         cache[key] = padded_logits
     padded_logits = cache[key]
-    return np.concatenate([padded_logits(x).numpy() for x in ds])
+    batches = []
+    for x in ds:
+        batches.append(padded_logits(x).numpy())
+        if counter is not None:
+            counter.on_predict_batch_end(0, {"outputs": batches[-1]})
+    return np.concatenate(batches)
 
 
 def predict(
@@ -113,8 +147,10 @@ def predict_examples(run: Run, examples: Any) -> list[dict[str, Any]]:
     task = get_task(cfg)
     task.check_predict(str(run.dir))
     encoded = task.encode(examples, run.model.preprocessor, None, cfg)
+    # A few --text rows need no bar; an --input file of thousands does.
+    label = "predicting" if len(examples) >= 256 else None
     outputs = predict_outputs(
-        run.model, task, encoded, cfg.train.batch_size, config_widths(cfg)
+        run.model, task, encoded, cfg.train.batch_size, config_widths(cfg), label
     )
     return task.decode(outputs, examples, run.labels, cfg.evaluate)
 
@@ -179,7 +215,7 @@ def evaluate(
     cfg = run.config
     task = get_task(cfg)
     if data:
-        examples = task.load_examples(data, cfg.data, split)
+        examples = task.load_examples(data, other_file(cfg.data), split)
     else:
         if split not in ("train", "validation", "test"):
             raise TfsftError(f"--split {split!r}: expected train, validation or test")
@@ -189,11 +225,18 @@ def evaluate(
             raise TfsftError(
                 f"{run.dir}: the config has no {split} data; pass --data FILE"
             )
-    encoded = task.encode(examples, run.model.preprocessor, run.labels, cfg)
-    outputs = predict_outputs(
-        run.model, task, encoded, cfg.train.batch_size, config_widths(cfg)
-    )
     name = Path(data).stem if data else split
+    with stage(f"tokenizing {name}", len(examples)) as tokenizing:
+        encoded = task.encode(examples, run.model.preprocessor, run.labels, cfg)
+        tokenizing.update(len(examples))
+    outputs = predict_outputs(
+        run.model,
+        task,
+        encoded,
+        cfg.train.batch_size,
+        config_widths(cfg),
+        f"evaluating {name}",
+    )
     out = Path(output_dir) if output_dir else run.dir / "eval" / name
     return task.write_report(out, examples, encoded, outputs, run.labels, cfg.evaluate)
 
@@ -207,7 +250,7 @@ def read_inputs(path: str | Path, run: Run) -> tuple[list[dict[str, Any]], Any]:
     """
     task = get_task(run.config)
     examples = task.load_examples(
-        str(path), run.config.data, "predict", require_targets=False
+        str(path), other_file(run.config.data), "predict", require_targets=False
     )
     return task.input_rows(examples), examples
 

@@ -62,6 +62,8 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     if not bases or not any(history[k] for k in bases):
         return
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3), squeeze=False)
     for ax, key in zip(axes[0], bases, strict=True):
         epochs = range(1, len(history[key]) + 1)
@@ -70,7 +72,59 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
             ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
         ax.set_title(key)
         ax.set_xlabel("epoch")
+        if len(epochs) <= 12:  # each epoch a tick, even a single one
+            ax.set_xticks(list(epochs))
+            ax.set_xlim(0.5, len(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_lengths(lengths: np.ndarray, sequence_length: int, path: Path) -> None:
+    """Histogram of the training rows' token counts [N], the sequence length
+    marked: how much of the data the limit cuts (or how much padding it buys)."""
+    lengths = np.asarray(lengths).reshape(-1)
+    if not lengths.size:
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    top = max(int(lengths.max()), sequence_length)
+    ax.hist(lengths, bins=min(50, top), range=(0.5, top + 0.5), color="#4c78a8")
+    ax.axvline(
+        sequence_length, color="#e45756", linestyle="--", label="sequence length"
+    )
+    # A row as long as the limit was (most likely) truncated to it.
+    at_limit = float((lengths >= sequence_length).mean())
+    ax.set_title(
+        f"{lengths.size:,} rows: mean {lengths.mean():.1f}, "
+        f"p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}; "
+        f"{at_limit:.1%} at the limit",
+        fontsize=10,
+    )
+    ax.set_xlabel("tokens per row (special tokens included)")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_bars(values: dict[str, float], title: str, path: Path) -> None:
+    """One horizontal bar per name (e.g. F1 per entity type), values in [0, 1]."""
+    if not values:
+        return
+    plt = _pyplot()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+    ax.barh(names, [values[n] for n in names], color="#4c78a8")
+    ax.invert_yaxis()  # the first name on top, as in the tables
+    ax.set_xlim(0, 1)
+    for i, n in enumerate(names):
+        ax.text(min(values[n], 0.88) + 0.01, i, f"{values[n]:.3f}", va="center")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -21,6 +21,7 @@ import numpy as np
 
 from tfsft.data.chat import Template, Turn, render_prompt, render_prompts
 from tfsft.errors import TfsftError
+from tfsft.progress import stage
 
 GENERATE_TEXT = "generate_text"  # the names `tfsft.tasks.causal_lm.serving` exports
 COUNT_TOKENS = "count_tokens"
@@ -187,16 +188,18 @@ def generate_export(
     # The run's batch size, as `generate RUN` batches: the same rows together.
     batch = servable.config.train.batch_size
     completions: list[str] = []
-    for start in range(0, len(texts), batch):
-        chunk = texts[start : start + batch]
-        inputs = {
-            "text": np.array(chunk, dtype=object),
-            "max_new_tokens": np.full(len(chunk), max_new, np.int32),
-        } | sampling_inputs(
-            generation.defaults, len(chunk), sampler, temperature, seed=seed
-        )
-        out = servable.run(GENERATE_TEXT, inputs)
-        completions += [_text(c) for c in out["completion"]]
+    with stage("generating", len(texts), "prompts") as progress:
+        for start in range(0, len(texts), batch):
+            chunk = texts[start : start + batch]
+            inputs = {
+                "text": np.array(chunk, dtype=object),
+                "max_new_tokens": np.full(len(chunk), max_new, np.int32),
+            } | sampling_inputs(
+                generation.defaults, len(chunk), sampler, temperature, seed=seed
+            )
+            out = servable.run(GENERATE_TEXT, inputs)
+            completions += [_text(c) for c in out["completion"]]
+            progress.advance(len(chunk))
     return completions
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tfsft.data.sources import other_file
 from tfsft.errors import TfsftError
 from tfsft.export.servables import Servable
 
@@ -75,7 +76,7 @@ def read_export_inputs(
 
     Pre-tokenized words are joined by spaces: the export takes raw text.
     """
-    task, data = servable.task, servable.config.data
+    task, data = servable.task, other_file(servable.config.data)
     examples = task.load_examples(str(path), data, "predict", require_targets=False)
     texts = examples.meta.get("text") or [
         " ".join(t) if isinstance(t, list) else t for t in examples.texts

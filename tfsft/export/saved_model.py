@@ -29,6 +29,7 @@ from tfsft.data.labels import LabelSpec
 from tfsft.errors import TfsftError
 from tfsft.export.card import write_model_card
 from tfsft.models.peft import peft_state
+from tfsft.progress import stage
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
 
@@ -144,25 +145,30 @@ def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
     staging = target / ".staging"
     staging.mkdir()
     with_text = not tokens_only
-    signatures = get_task(run.config).serving_signatures(
-        run.model, run.model.preprocessor, run.labels, run.config, with_text
-    )
-    assets = _write_assets(run, staging, signatures)
-    module = ServingModule(run, assets, with_text=with_text)
-    model = saved_model_of(run.model)
-    # A model fresh from training still holds its optimizer, whose slots (and
-    # list of trained variables: LoRA's, before merging) the SavedModel would
-    # otherwise carry along: twice the weights, none of them served.
-    optimizer, model.optimizer = model.optimizer, None
-    if hasattr(model, "_delete_tracking"):  # None alone leaves TF's dependency
-        model._delete_tracking("optimizer")
-    try:
-        tf.saved_model.save(module, str(target), signatures=signatures)
-        shutil.rmtree(staging)
-        if not tokens_only:
-            _write_keras(run, model, target / "keras")
-    finally:
-        model.optimizer = optimizer
+    # Steps: trace the signatures, write the SavedModel, (the Keras forms).
+    with stage("exporting", 2 if tokens_only else 3, "steps") as progress:
+        signatures = get_task(run.config).serving_signatures(
+            run.model, run.model.preprocessor, run.labels, run.config, with_text
+        )
+        assets = _write_assets(run, staging, signatures)
+        module = ServingModule(run, assets, with_text=with_text)
+        progress.advance(1)
+        model = saved_model_of(run.model)
+        # A model fresh from training still holds its optimizer, whose slots (and
+        # list of trained variables: LoRA's, before merging) the SavedModel would
+        # otherwise carry along: twice the weights, none of them served.
+        optimizer, model.optimizer = model.optimizer, None
+        if hasattr(model, "_delete_tracking"):  # None alone leaves TF's dependency
+            model._delete_tracking("optimizer")
+        try:
+            tf.saved_model.save(module, str(target), signatures=signatures)
+            shutil.rmtree(staging)
+            progress.advance(1)
+            if not tokens_only:
+                _write_keras(run, model, target / "keras")
+                progress.advance(1)
+        finally:
+            model.optimizer = optimizer
 
 
 def _write_keras(run: Run, model: Any, keras_dir: Path) -> None:

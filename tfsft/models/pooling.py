@@ -10,9 +10,9 @@
 
 A checkpoint trained for mean pooling never trained its [CLS] vector or pooler as a
 summary of the text, so a CLS head starts from a feature made for something else.
-Measured with all-MiniLM-L6-v2 on SST-2 (README, "Measured figures"), mean pooling
-helped on 4,000 rows and was not reliably better on the full set, so ``cls`` stays
-the default, as in keras-hub's and Hugging Face's classifiers.
+Measured with all-MiniLM-L6-v2 on SST-2 (docs/experiments.md, "Measured
+figures"), mean pooling helped on 4,000 rows and was not reliably better on the full
+set, so ``cls`` stays the default, as in keras-hub's and Hugging Face's classifiers.
 """
 
 from __future__ import annotations

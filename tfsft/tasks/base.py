@@ -29,6 +29,8 @@ from tfsft.errors import ConfigError
 if TYPE_CHECKING:
     import keras
 
+    from tfsft.evaluation.report_doc import Part
+
 # Task modules import TensorFlow and Keras inside the hooks that use them, not at
 # the top: looking a task up, reading and validating data (and failing on bad data)
 # then never waits for TensorFlow to load.
@@ -223,6 +225,12 @@ class Task:
     ) -> dict[str, float | None]:
         """Writes metrics.json and the task's other files; returns the metrics."""
         raise NotImplementedError
+
+    def report_parts(self, out_dir: Path) -> list[Part]:
+        """The task's tables and figures for the run report (per-class scores,
+        confusion matrix, ...), read from the files `write_report` wrote into
+        ``out_dir`` (the run dir, or its ``test/``); none here."""
+        return []
 
     def check_predict(self, where: str) -> None:
         """Raises `TfsftError` (prefixed with ``where``) when the task's runs do

@@ -20,6 +20,7 @@ from tfsft.data.labels import LabelSpec
 from tfsft.data.sources import Examples, load_examples
 from tfsft.errors import TfsftError
 from tfsft.evaluation.report import source_fields, write_errors, write_metrics
+from tfsft.evaluation.report_parts import figure, per_class_table
 from tfsft.tasks.base import (
     TEXT_SIGNATURE,
     TOKENS_SIGNATURE,
@@ -29,6 +30,8 @@ from tfsft.tasks.base import (
 
 if TYPE_CHECKING:
     import keras
+
+    from tfsft.evaluation.report_doc import Part
 
 
 class SequenceTask(Task):
@@ -134,6 +137,17 @@ class SequenceTask(Task):
         records = self.error_records(examples, y, outputs, labels.names, cfg)
         write_errors(out_dir, records, cfg.max_errors)
         return metrics
+
+    def report_parts(self, out_dir: Path) -> list[Part]:
+        parts = [
+            per_class_table(out_dir / "per_class.json", "Per class", "class"),
+            figure(
+                out_dir / "confusion_matrix.png",
+                "Confusion matrix",
+                "confusion matrix: true classes by row, predicted by column",
+            ),
+        ]
+        return [p for p in parts if p is not None]
 
     def error_records(
         self,

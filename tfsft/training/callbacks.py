@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,9 @@ from pathlib import Path
 import keras
 
 from tfsft.config import TrainConfig
+from tfsft.console import emit_event
 from tfsft.errors import TfsftError
+from tfsft.progress import Stage
 from tfsft.tasks.base import Monitor
 from tfsft.training.resume import StepBackup, global_step
 
@@ -134,48 +135,70 @@ def load_best_weights(model: keras.Model, folder: Path) -> bool:
     return True
 
 
-def progress_verbosity() -> int:
-    """Keras fit verbosity: a live bar on a terminal, one line per epoch otherwise."""
-    return 1 if sys.stderr.isatty() else 2
-
-
-class ProgressLog(keras.callbacks.Callback):
-    """Logs step, loss, throughput and ETA every ``every_seconds``.
-
-    Keras' one-line-per-epoch mode (used when output is not a terminal: CI logs,
-    nohup, notebooks) says nothing for the whole of a long epoch.
-    """
+class TrainProgress(keras.callbacks.Callback):
+    """Feeds a `tfsft.progress.Stage` over the whole run: the global step, the
+    epoch, the loss, the monitored metric's last value and examples/s (Keras' own
+    bar is off: it knows one fit() call, not the resumed run as a whole)."""
 
     def __init__(
-        self, steps_per_epoch: int, batch_size: int, every_seconds: float = 30
-    ):
+        self, stage: Stage, feed_steps: int, epochs: int, batch_size: int, monitor: str
+    ) -> None:
         super().__init__()
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.every_seconds = every_seconds
+        self.stage, self.spe, self.epochs = stage, feed_steps, epochs
+        self.batch_size, self.monitor = batch_size, monitor
+        self.first = self.step = int(stage.done)
+        self.start = time.perf_counter()
+        self.last_monitor: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-        self.start = self.last = time.perf_counter()
+        self.epoch, self.epoch_first = epoch, self.step
+        self.epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        if now - self.last < self.every_seconds:
-            return
-        self.last = now
-        done = batch + 1
-        rate = done * self.batch_size / (now - self.start)
-        eta = (self.steps_per_epoch - done) * self.batch_size / max(rate, 1e-9)
-        loss = (logs or {}).get("loss", float("nan"))
-        log.info(
-            "epoch %d step %d/%d  loss %.4f  %.1f examples/s  epoch ETA %.0fs",
-            self.epoch + 1,
-            done,
-            self.steps_per_epoch,
-            loss,
-            rate,
-            eta,
+        # ``batch`` counts within this fit() call's epoch (a resumed epoch starts
+        # part-way), so the global step is the epoch's first step plus it.
+        self.step = self.epoch_first + batch + 1
+        elapsed = time.perf_counter() - self.start
+        rate = (self.step - self.first) * self.batch_size / max(elapsed, 1e-9)
+        self.stage.update(
+            self.step,
+            epoch=f"{self.epoch + 1}/{self.epochs}",
+            loss=_number((logs or {}).get("loss")),
+            **{self.monitor: self.last_monitor},
+            examples_per_second=round(rate, 1),
         )
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.stage.update(phase="validating")
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.stage.update(phase=None)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = {k: _number(v) for k, v in (logs or {}).items()}
+        self.last_monitor = logs.get(self.monitor, self.last_monitor)
+        seconds = time.perf_counter() - self.epoch_start
+        shown = "  ".join(
+            f"{k} {v:.4f}"
+            for k, v in logs.items()
+            if k != "learning_rate" and v is not None
+        )
+        self.stage.note(f"epoch {epoch + 1}/{self.epochs}  {shown}  ({seconds:.1f} s)")
+        emit_event(
+            "epoch",
+            epoch=epoch + 1,
+            epochs=self.epochs,
+            step=self.step,
+            seconds=round(seconds, 2),
+            logs=logs,
+        )
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 class EpochMetrics(keras.callbacks.Callback):

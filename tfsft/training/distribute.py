@@ -73,6 +73,16 @@ def make_strategy(cfg: RuntimeConfig) -> tf.distribute.Strategy:
     return strategy
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The ``runtime.strategy`` name of a strategy object (for status and reports)."""
+    kind = type(strategy).__name__
+    if "TPU" in kind:
+        return "tpu"
+    if "MultiWorker" in kind or "CollectiveAllReduce" in kind:
+        return "multi_worker"
+    return "mirrored" if "Mirrored" in kind else "one_device"
+
+
 def choose_strategy(cfg: RuntimeConfig, env: Mapping[str, str], gpus: int) -> str:
     """Resolves ``auto`` from the environment and the local GPU count (no network)."""
     if cfg.strategy != "auto":

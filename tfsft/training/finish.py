@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from tfsft.config import ExperimentConfig
 from tfsft.data.encoded import Encoded
 from tfsft.data.labels import LabelSpec
 from tfsft.data.splits import Splits
 from tfsft.evaluation.inference import predict_outputs
-from tfsft.evaluation.report import plot_history
+from tfsft.evaluation.run_report import finish_report
 from tfsft.models.peft import detached, merge_lora, peft_state
 from tfsft.models.peft.adapter_io import save_adapter
 from tfsft.runs import write_json
@@ -42,7 +43,9 @@ def report_splits(
         if examples is None:
             continue
         batch = cfg.train.batch_size
-        outputs = predict_outputs(model, task, encoded[name], batch, widths)
+        outputs = predict_outputs(
+            model, task, encoded[name], batch, widths, f"evaluating {name}"
+        )
         out_dir = run_dir if name == "validation" else run_dir / name
         split_metrics = task.write_report(
             out_dir, examples, encoded[name], outputs, labels, cfg.evaluate
@@ -60,8 +63,9 @@ def save_run(
     metrics: dict[str, Any],
     cfg: ExperimentConfig,
     labels: LabelSpec,
+    lengths: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
-    """Writes metrics.json, the training curves and the model; returns the history.
+    """Writes metrics.json, the model, the plots and the report; returns the history.
 
     The model is saved as a self-contained keras-hub preset (backbone config,
     weights, head, tokenizer) in ``<run>/model``, and the resume backup, no longer
@@ -69,14 +73,15 @@ def save_run(
     weights alone) first; then LoRA is merged into the kernels, so ``model`` and
     the preset are a plain keras-hub model; the other methods' preset holds the
     base weights and head, which `tfsft.runs.load_run` puts the adapter back onto.
+    Then come the training curves, the histogram of ``lengths`` (the training
+    rows' token counts [rows]) and ``report.html`` / ``report.md``
+    (`tfsft.evaluation.run_report`), last, so a failure there costs no model.
     """
     if (state := peft_state(model)) is not None:
         metrics["adapter_bytes"] = save_adapter(model, run_dir / "adapter", cfg, labels)
         if state.cfg.method == "lora":
             merge_lora(model)
     write_json(run_dir / "metrics.json", metrics)
-    history = read_history(run_dir / "history.csv")
-    plot_history(history, run_dir / "curves.png")
     # The optimizer is detached so its state (2x the weights) is not saved with it.
     optimizer, model.optimizer = model.optimizer, None
     model.preprocessor = preprocessor
@@ -85,6 +90,8 @@ def save_run(
     task.save_extras(run_dir / "model", preprocessor)
     model.optimizer = optimizer
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
+    history = read_history(run_dir / "history.csv")
+    finish_report(run_dir, history, lengths, cfg.model.sequence_length)
     return history
 
 

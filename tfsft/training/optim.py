@@ -63,10 +63,10 @@ class FusedAdamW(SyncedClipping, keras.optimizers.AdamW):
     formula (bias-corrected step size, epsilon outside the square root) in one
     pass. Measured alone, one MiniLM update took 41 ms against Keras' 71 ms; inside
     a whole training step the difference was within noise, as TF runs Keras'
-    per-variable ops in parallel with other work (README, "Speed"). Weight decay,
-    clipping and the schedule stay Keras'. Under a multi-replica strategy, or with
-    AMSGrad, the generic update runs, so distributed updates take the path Keras
-    tests.
+    per-variable ops in parallel with other work (docs/experiments.md, "Speed").
+    Weight decay, clipping and the schedule stay Keras'. Under a multi-replica
+    strategy, or with AMSGrad, the generic update runs, so distributed updates take
+    the path Keras tests.
     """
 
     # id(variable) -> learning-rate factor (layer-wise decay); set before build.

@@ -28,7 +28,7 @@ def set_precision(
     (TPUs, Ampere or newer GPUs, CPUs with AVX512-BF16 or AMX), else float32.
     bf16 keeps float32's exponent range, so unlike float16 it needs no loss
     scaling; weights and optimizer state stay float32. Measured on SST-2 with
-    MiniLM it trained faster at the same dev accuracy (README, issue 5).
+    MiniLM it trained faster at the same dev accuracy (docs/experiments.md, issue 5).
     ``mixed_float16`` gets dynamic loss scaling from Keras' compile().
     """
     name = precision

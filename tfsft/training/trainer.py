@@ -9,6 +9,7 @@ Nothing here knows which task it trains: it asks the task (`tfsft.tasks`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -32,21 +33,22 @@ from tfsft.models.backbones import resolve_preset
 from tfsft.models.build import build_model
 from tfsft.models.freeze import count_params
 from tfsft.models.remat import AUTO_MIN_TOKENS, enable_block_remat
+from tfsft.progress import stage
 from tfsft.runs import Run, open_run_dir, write_status
 from tfsft.tasks import get_task
 from tfsft.tasks.base import Task
 from tfsft.training.callbacks import (
     EpochMetrics,
-    ProgressLog,
+    TrainProgress,
     load_best_weights,
     make_callbacks,
-    progress_verbosity,
 )
 from tfsft.training.distribute import (
     build_for_fit,
     check_supported,
     is_chief,
     num_workers,
+    strategy_name,
     worker_label,
 )
 from tfsft.training.feed import Feed, make_feed
@@ -101,7 +103,9 @@ def prepare_data(cfg: ExperimentConfig) -> TrainingData:
         DataError: for any problem with the data, naming the file, row and field.
     """
     task = get_task(cfg)
-    splits = load_splits(cfg)
+    with stage("reading data") as reading:
+        splits = load_splits(cfg)
+        reading.update(sum(len(examples) for _, examples in splits.items()))
     for _, examples in splits.items():
         if message := describe_skipped(examples):
             log.warning(message)
@@ -110,12 +114,12 @@ def prepare_data(cfg: ExperimentConfig) -> TrainingData:
         task.check_targets(examples, labels, cfg.data)
     preset = resolve_preset(cfg.model.preset)
     preprocessor = task.load_preprocessor(preset, cfg.model.sequence_length)
-    encoded = {
-        name: (task.encode_train if name == "train" else task.encode)(
-            examples, preprocessor, labels, cfg
-        )
-        for name, examples in splits.items()
-    }
+    encoded = {}
+    for name, examples in splits.items():
+        encode = task.encode_train if name == "train" else task.encode
+        with stage(f"tokenizing {name}", len(examples)) as tokenizing:
+            encoded[name] = encode(examples, preprocessor, labels, cfg)
+            tokenizing.update(len(examples))
     return TrainingData(task, splits, labels, preprocessor, encoded)
 
 
@@ -151,7 +155,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     chief = is_chief(strategy)
     if chief:
         # Multi-worker runs start over: resuming would need every worker to load
-        # the chief's backup, which other machines cannot read (see README).
+        # the chief's backup, which other machines cannot read (docs/distributed.md).
         run_dir, resumed = open_run_dir(cfg, resume=num_workers(strategy) == 1)
     else:
         # Keras/TF's pattern: other workers run the chief's code path too (epoch
@@ -165,7 +169,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
         run_dir,
         "running",
         precision=policy,
-        strategy=type(strategy).__name__,
+        strategy=strategy_name(strategy),
         replicas=strategy.num_replicas_in_sync,
     )
     try:
@@ -180,7 +184,14 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
         if not chief:
             shutil.rmtree(run_dir, ignore_errors=True)
     if chief:
-        write_status(run_dir, "completed", metrics=run.metrics, precision=policy)
+        write_status(
+            run_dir,
+            "completed",
+            metrics=run.metrics,
+            precision=policy,
+            strategy=strategy_name(strategy),
+            replicas=strategy.num_replicas_in_sync,
+        )
     return run
 
 
@@ -207,20 +218,28 @@ def _run(
     callbacks += data.task.callbacks(
         run_dir, cfg, data.preprocessor, data.splits.validation
     )
-    verbose = progress_verbosity() if verbose is None else verbose
-    if verbose == 2:
-        callbacks.append(ProgressLog(feed.steps_per_epoch, tc.batch_size))
 
     start = time.perf_counter()
     spe, total_steps = feed.steps_per_epoch, feed.total_steps
-    offset = start_step % spe
-    if offset:  # finish the interrupted epoch first, then whole epochs
-        _fit_steps(
-            model, feed, start_step, start_step - offset + spe, callbacks, verbose
-        )
-    resume_at = start_step - offset + (spe if offset else 0)
-    if resume_at < total_steps:
-        _fit_steps(model, feed, resume_at, total_steps, callbacks, verbose)
+    # verbose None: tfsft's own progress (tfsft.progress); an explicit value is
+    # passed to Keras as is (0: silent).
+    shown = (
+        stage("training", total_steps, "steps", start_step) if verbose is None else None
+    )
+    with shown or contextlib.nullcontext() as progress:
+        if progress is not None:
+            epochs = total_steps // spe
+            callbacks.append(
+                TrainProgress(progress, spe, epochs, tc.batch_size, monitor.name)
+            )
+        offset = start_step % spe
+        keras_verbose = verbose or 0
+        if offset:  # finish the interrupted epoch first, then whole epochs
+            end = start_step - offset + spe
+            _fit_steps(model, feed, start_step, end, callbacks, keras_verbose)
+        resume_at = start_step - offset + (spe if offset else 0)
+        if resume_at < total_steps:
+            _fit_steps(model, feed, resume_at, total_steps, callbacks, keras_verbose)
     seconds = time.perf_counter() - start
     if not is_chief(strategy):
         return Run(run_dir, cfg, data.labels)  # the chief evaluates and saves
@@ -263,7 +282,14 @@ def _run(
         "replicas": replicas,
     }
     history = save_run(
-        model, data.task, data.preprocessor, run_dir, metrics, cfg, data.labels
+        model,
+        data.task,
+        data.preprocessor,
+        run_dir,
+        metrics,
+        cfg,
+        data.labels,
+        lengths=data.encoded["train"].lengths(),
     )
     return Run(run_dir, cfg, data.labels, model=model, metrics=metrics, history=history)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from tfsft.config_sft import GenerateConfig
 from tfsft.errors import TfsftError
+from tfsft.progress import stage
 
 
 def make_sampler(cfg: GenerateConfig) -> Any:
@@ -148,10 +149,12 @@ def generate_texts(
     sampler = make_sampler(cfg)
     pad = int(tokenizer.pad_token_id or 0) if hasattr(tokenizer, "pad_token_id") else 0
     texts: list[str] = []
-    for start in range(0, len(ids), batch_size):
-        batch = ids[start : start + batch_size]
-        new = generate_ids(model, batch, cfg.max_new_tokens, stop_ids, sampler, pad)
-        texts += [_detokenize(tokenizer, t) for t in new]
+    with stage("generating", len(ids), "prompts") as progress:
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            new = generate_ids(model, batch, cfg.max_new_tokens, stop_ids, sampler, pad)
+            texts += [_detokenize(tokenizer, t) for t in new]
+            progress.advance(len(batch))
     return texts
 
 

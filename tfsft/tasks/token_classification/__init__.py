@@ -29,6 +29,8 @@ from tfsft.tasks.token_classification.reading import gold_tag_ids, read_sentence
 if TYPE_CHECKING:
     import keras
 
+    from tfsft.evaluation.report_doc import Part
+
 
 @dataclass
 class TokenEncoded(Encoded):
@@ -195,6 +197,9 @@ class TokenClassification(Task):
         cfg: EvaluateConfig,
     ) -> dict[str, float | None]:
         return report.write_report(out_dir, examples, encoded, outputs, labels, cfg)
+
+    def report_parts(self, out_dir: Path) -> list[Part]:
+        return report.report_parts(out_dir)
 
     def decode(
         self,

@@ -14,11 +14,19 @@ from tfsft.config import EvaluateConfig
 from tfsft.data.labels import LabelSpec
 from tfsft.data.sources import Examples
 from tfsft.evaluation.metrics import confusion
-from tfsft.evaluation.report import plot_confusion, write_errors, write_metrics
+from tfsft.evaluation.report import (
+    plot_bars,
+    plot_confusion,
+    write_errors,
+    write_metrics,
+)
+from tfsft.evaluation.report_doc import Part
+from tfsft.evaluation.report_parts import figure, per_class_table
 from tfsft.runs import write_json
 from tfsft.tasks.token_classification import tags
 
 Span = tuple[int, int, str]  # [start, end) words, type
+TYPE_F1_PLOT = "per_type_f1.png"
 
 
 @dataclass
@@ -127,6 +135,11 @@ def write_report(
     per_type = scores.pop("per_type")
     metrics = write_metrics(out_dir, scores, len(examples))
     write_json(out_dir / "per_class.json", _plain(per_type))
+    f1 = {
+        k: float(per_type.get(k, {}).get("f1-score", 0.0))
+        for k in tags.entity_types(labels.names)
+    }
+    plot_bars(f1, "entity F1 by type (strict)", out_dir / TYPE_F1_PLOT)
     _write_confusion(out_dir, encoded.word_tags, outputs.tag_ids, labels)
     gold = sentence_spans(encoded.word_tags, outputs.splits, labels)
     pred = sentence_spans(outputs.tag_ids, outputs.splits, labels)
@@ -134,6 +147,25 @@ def write_report(
         out_dir, _errors(examples, encoded, outputs, gold, pred), cfg.max_errors
     )
     return metrics
+
+
+def report_parts(out_dir: Path) -> list[Part]:
+    """The run report's per-type table, F1 chart and word confusion matrix."""
+    parts = [
+        per_class_table(out_dir / "per_class.json", "Per entity type", "type"),
+        figure(
+            out_dir / TYPE_F1_PLOT,
+            "Entity F1 by type",
+            "bar chart of the strict entity F1 of each entity type",
+        ),
+        figure(
+            out_dir / "confusion_matrix.png",
+            "Confusion of words by entity type",
+            "confusion matrix of words: gold entity type (or O) by row, predicted "
+            "by column",
+        ),
+    ]
+    return [p for p in parts if p is not None]
 
 
 def decode(
