@@ -12,7 +12,7 @@ TensorFlow already loaded; ``tfsft serve`` is the exception, a real background
 process (it must listen), and so are ``python`` scripts other than
 docs/examples/*.py, which the server also runs in-process. In that process the
 ``minilm`` and ``smollm2-135m`` presets resolve to the tiny random models, and
-training configs are capped at 2 epochs and 256 training rows, so a page runs in
+training runs 1 epoch of at most 256 training rows, so a page runs in
 seconds; the commands are otherwise exactly the documented ones.
 """
 

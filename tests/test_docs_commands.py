@@ -62,8 +62,9 @@ def test_extract_blocks_reads_fences_and_skip_markers(tmp_path):
 
 @pytest.fixture(scope="module")
 def command_server(tmp_path_factory):
-    # minilm / smollm2-135m resolve to the tiny random models, and training is
-    # capped, in this process only (the commands themselves are unchanged).
+    # minilm / smollm2-135m resolve to the tiny random models, and training runs
+    # one epoch of at most 256 rows, in this process only (the commands themselves
+    # are unchanged).
     import tfsft.cli
     from tfsft.models import backbones
 
@@ -82,8 +83,7 @@ def command_server(tmp_path_factory):
     def capped(path, overrides=()):
         cfg = load(path, overrides)
         rows = min(cfg.data.max_train_examples or 256, 256)
-        epochs = min(cfg.train.epochs, 2)
-        extra = [f"data.max_train_examples={rows}", f"train.epochs={epochs}"]
+        extra = [f"data.max_train_examples={rows}", "train.epochs=1"]
         return load(path, [*overrides, *extra])
 
     patch.setattr(tfsft.cli, "load_config", capped)
