@@ -5,7 +5,9 @@ Plain functions of plain data (no TensorFlow), so the formatting is unit-tested.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +17,28 @@ RUNNER_TITLES = {
     "tfsft": "tfsft (`tfsft train`)",
     "keras_hub": "keras-hub `TextClassifier.fit`",
     "hf": "HF transformers `Trainer` (PyTorch)",
+    "hf_fast": "HF `Trainer`, fastest CPU settings (PyTorch)",
 }
-SHORT_NAMES = {"tfsft": "tfsft", "keras_hub": "keras-hub", "hf": "HF"}
+SHORT_NAMES = {
+    "tfsft": "tfsft",
+    "keras_hub": "keras-hub",
+    "hf": "HF",
+    "hf_fast": "HF fast",
+}
+# Rows the tfsft row is compared with, in this order.
+COMPARED = ("keras_hub", "hf", "hf_fast")
+# The figures a median row takes over its runs (peak RSS: the largest).
+MEDIAN_FIELDS = (
+    "train_seconds",
+    "process_seconds",
+    "examples_per_second",
+    "tokens_per_second",
+    "flops_per_second",
+    "mfu",
+    "accuracy",
+)
+# metrics.json phase_seconds keys that are parts of another phase.
+PART_OF = {"validation": "fit", "epoch_end": "fit"}
 ISSUE_GOAL_MFU_BF16 = 0.40  # issue 5: >= 40 % of the bf16 matmul peak on fixed shapes
 
 
@@ -37,6 +59,59 @@ class RunnerRow:
     peak_name: str = ""
     rss_bytes: int | None = None
     accuracy: float | None = None
+    process_seconds: float | None = None  # the runner's whole process, wall time
+    phases: dict[str, float] = field(default_factory=dict)  # tfsft's phase_seconds
+    runs: list[RunnerRow] = field(default_factory=list)  # what a median row sums up
+
+
+def median_rows(rows: list[RunnerRow]) -> list[RunnerRow]:
+    """One row per runner (in first-run order); a runner that ran more than once
+    gets the median of its ok runs' figures, its phases' medians, and the runs
+    themselves in ``runs`` (in run order)."""
+    groups: dict[str, list[RunnerRow]] = {}
+    for r in rows:
+        groups.setdefault(r.name, []).append(r)
+    out = []
+    for runs in groups.values():
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
+        ok = [r for r in runs if r.status == "ok"]
+        if not ok:
+            first = runs[0]
+            out.append(
+                dataclasses.replace(
+                    first, message=f"{first.message} (all {len(runs)} runs)", runs=runs
+                )
+            )
+            continue
+        medians: dict[str, Any] = {
+            key: _median([getattr(r, key) for r in ok]) for key in MEDIAN_FIELDS
+        }
+        sizes = [r.rss_bytes for r in ok if r.rss_bytes is not None]
+        failed = len(runs) - len(ok)
+        out.append(
+            dataclasses.replace(
+                ok[0],
+                **medians,
+                rss_bytes=max(sizes) if sizes else None,
+                phases=median_phases([r.phases for r in ok]),
+                message=f"{failed} of {len(runs)} runs failed" if failed else "",
+                runs=runs,
+            )
+        )
+    return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(known) if known else None
+
+
+def median_phases(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each phase's median over the runs that timed it (first-seen order)."""
+    keys = dict.fromkeys(k for phases in runs for k in phases)
+    return {k: statistics.median(p[k] for p in runs if k in p) for k in keys}
 
 
 @dataclass
@@ -66,7 +141,7 @@ class Report:
     versions: dict[str, str]
     hyper: dict[str, Any]
     peaks: dict[str, dict[str, float]]
-    rows: list[RunnerRow]
+    rows: list[RunnerRow]  # every training run, in run order (see render)
     fixed: list[FixedRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # One dict per child process: process, wall_seconds, cpu_seconds, rss_bytes,
@@ -109,23 +184,154 @@ def compare(
     )
 
 
+def _times(ratio: float, what: str) -> str:
+    """``ratio`` (a's speed over b's) as "tfsft 1.25x as fast ..." words."""
+    if math.isnan(ratio) or ratio <= 0:
+        return "not comparable"
+    if ratio >= 1:
+        return f"{ratio:.2f}x as fast {what}"
+    return f"{1 / ratio:.2f}x as slow {what}"
+
+
+def compare_speed(a: RunnerRow, b: RunnerRow) -> str:
+    """One sentence comparing (median) runner row ``a`` with ``b``: the ratio of
+    their training examples/s, of their whole processes' wall times, and the
+    delta of their dev accuracy."""
+    name_a, name_b = (SHORT_NAMES.get(r.name, r.name) for r in (a, b))
+    if a.status != "ok" or b.status != "ok" or not a.examples_per_second:
+        return f"{name_a} vs {name_b}: not available ({name_b} did not run)"
+    speed = a.examples_per_second / (b.examples_per_second or math.nan)
+    text = (
+        f"{name_a} vs {name_b}: training examples/s ratio {speed:.2f} "
+        f"({name_a} {_times(speed, 'in training')}); "
+    )
+    if a.process_seconds and b.process_seconds:
+        wall = a.process_seconds / b.process_seconds
+        text += (
+            f"whole-process wall ratio {wall:.2f} ({fmt(a.process_seconds)} s vs "
+            f"{fmt(b.process_seconds)} s: {name_a} {_times(1 / wall, 'end to end')}); "
+        )
+    else:
+        text += "whole-process wall ratio not available; "
+    delta = 100 * ((a.accuracy or 0) - (b.accuracy or 0))
+    return (
+        text + f"dev accuracy {fmt(a.accuracy, '.3f')} vs {fmt(b.accuracy, '.3f')} "
+        f"(delta {delta:+.1f} points)"
+    )
+
+
 def results_table(rows: list[RunnerRow]) -> list[str]:
+    """One row per runner (medians for repeated runners: see median_rows)."""
     lines = [
-        "| runner | precision | padding | train s | examples/s | real tokens/s "
-        "| achieved GFLOP/s | MFU (peak used) | peak RSS | dev accuracy |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| runner | precision | padding | train s | whole process s | examples/s "
+        "| real tokens/s | achieved GFLOP/s | MFU (peak used) | peak RSS "
+        "| dev accuracy |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         title = RUNNER_TITLES.get(r.name, r.name)
         if r.status != "ok":
-            lines.append(f"| {title} | {r.status}: {r.message} |" + " |" * 8)
+            lines.append(f"| {title} | {r.status}: {r.message} |" + " |" * 9)
             continue
+        if r.message:  # e.g. 1 of 3 runs failed
+            title += f" ({r.message})"
         gflops = None if r.flops_per_second is None else r.flops_per_second / 1e9
         lines.append(
             f"| {title} | {r.precision} | {r.padding} | {fmt(r.train_seconds)} "
-            f"| {fmt(r.examples_per_second)} | {fmt(r.tokens_per_second, ',.0f')} "
+            f"| {fmt(r.process_seconds)} | {fmt(r.examples_per_second)} "
+            f"| {fmt(r.tokens_per_second, ',.0f')} "
             f"| {fmt(gflops)} | {fmt_pct(r.mfu)} ({r.peak_name}) "
             f"| {fmt_bytes(r.rss_bytes)} | {fmt(r.accuracy, '.3f')} |"
+        )
+    return lines
+
+
+def each_run_table(rows: list[RunnerRow]) -> list[str]:
+    """Every run's figures, " / "-separated in run order, for runners that ran
+    more than once (nothing when none did)."""
+    repeated = [r for r in rows if len(r.runs) > 1]
+    if not repeated:
+        return []
+    lines = [
+        "| runner | runs ok | train s | whole process s | examples/s | MFU "
+        "| dev accuracy |",
+        "|---|---:|---|---|---|---|---|",
+    ]
+    columns = [
+        ("train_seconds", ",.1f", 1),
+        ("process_seconds", ",.1f", 1),
+        ("examples_per_second", ",.1f", 1),
+        ("mfu", ".1f", 100),
+        ("accuracy", ".3f", 1),
+    ]
+    for r in repeated:
+        ok = sum(run.status == "ok" for run in r.runs)
+        cells = [
+            " / ".join(
+                fmt(None if v is None else scale * v, spec)
+                if run.status == "ok" and (v := getattr(run, key)) is not None
+                else ("-" if run.status == "ok" else run.status)
+                for run in r.runs
+            )
+            + (" %" if key == "mfu" else "")
+            for key, spec, scale in columns
+        ]
+        title = RUNNER_TITLES.get(r.name, r.name)
+        lines.append(f"| {title} | {ok} of {len(r.runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def phase_lines(phases: dict[str, float]) -> list[tuple[str, float]]:
+    """(label, seconds) rows of one tfsft run's phase_seconds: its phases in their
+    order, the parts of fit under it, fit's own training steps, what no phase
+    covers, and the total."""
+    total = phases.get("total")
+    top = {k: v for k, v in phases.items() if k != "total" and k not in PART_OF}
+    out: list[tuple[str, float]] = []
+    for key, seconds in top.items():
+        out.append((key, seconds))
+        parts = {k: v for k, v in phases.items() if PART_OF.get(k) == key}
+        for part, value in parts.items():
+            out.append((f"{key}: {part}", value))
+        if parts:
+            out.append(
+                (
+                    f"{key}: the rest (steps, input pipeline)",
+                    seconds - sum(parts.values()),
+                )
+            )
+    if total is not None:
+        rest = total - sum(top.values())
+        if rest >= 0.05:  # shown as 0.1 s or more
+            out.append(("not in any phase", rest))
+        out.append(("total (the whole process, from its start)", total))
+    return out
+
+
+def phase_table(row: RunnerRow) -> list[str]:
+    """tfsft's time by phase: the medians over its ok runs (with each run's value
+    when it ran more than once); nothing when its metrics.json had no phases."""
+    runs = [r for r in row.runs if r.status == "ok" and r.phases] or (
+        [row] if row.phases else []
+    )
+    if row.status != "ok" or not runs:
+        return []
+    per_run = [dict(phase_lines(r.phases)) for r in runs]
+    labels = dict.fromkeys(label for lines in per_run for label in lines)
+    totals = [r.phases["total"] for r in runs if "total" in r.phases]
+    total = statistics.median(totals) if totals else None
+    several = len(runs) > 1
+    lines = [
+        "| phase | seconds | share of the total |" + (" each run |" if several else ""),
+        "|---|---:|---:|" + ("---|" if several else ""),
+    ]
+    for label in labels:
+        values = [p.get(label) for p in per_run]
+        median = statistics.median(v for v in values if v is not None)
+        share = fmt_pct(median / total) if total else "-"
+        each = " / ".join(fmt(v) for v in values)
+        lines.append(
+            f"| {label} | {fmt(median)} | {share} |" + (f" {each} |" if several else "")
         )
     return lines
 
@@ -216,6 +422,12 @@ def method_notes(d: EncoderDims) -> list[str]:
         "metrics.json train_seconds, which also covers its checkpoint writes). "
         "Tokenization is outside it for tfsft and HF (done up front) and inside it "
         "for keras-hub (the preprocessor is mapped in tf.data during fit).",
+        "whole process s: wall time of the runner's whole process, from its start "
+        "to its exit (imports, reading and tokenizing the data, loading the model, "
+        "training, the final evaluation, and for tfsft saving the model and "
+        "writing its report): what a user running the command waits for. The "
+        "comparison lines give both ratios: training examples/s (tfsft's over the "
+        "other's) and whole-process wall time (tfsft's over the other's).",
         "examples/s = training rows x epochs / train s.",
         "real tokens/s = non-padding tokens trained on ([CLS] and [SEP] included, "
         "truncated at the max length) x epochs / train s; padding is not counted.",
@@ -299,12 +511,29 @@ def setup_lines(
     ]
 
 
-def processes_lines(processes: list[dict[str, Any]], cores: int) -> list[str]:
+def machine_summary(machine: dict[str, str]) -> str:
+    """The machine in one line (CPU model, family/model, CPUs, the flags that
+    matter), for every section with speed figures in it."""
+    cpu = machine.get("CPU (lscpu)", "").split(", L2")[0]
+    flags = machine.get("CPU flags that matter here", "")
+    if not cpu:
+        return "the machine under Machine and versions above"
+    return cpu + (f"; flags {flags}" if flags else "")
+
+
+def machine_line(machine: dict[str, str] | None) -> list[str]:
+    return [] if machine is None else [f"Machine: {machine_summary(machine)}.", ""]
+
+
+def processes_lines(
+    processes: list[dict[str, Any]], cores: int, machine: dict[str, str] | None = None
+) -> list[str]:
     if not processes:
         return []
     return [
         "### Processes (how much of the machine each runner got)",
         "",
+        *machine_line(machine),
         "Whole process lifetimes (imports, model loading and tokenization "
         "included). A load average above the core count while a runner ran "
         "means other jobs shared the CPUs, and its times are inflated.",
@@ -353,12 +582,30 @@ def section_tail(report: Any) -> list[str]:
 
 
 def render(report: Report) -> str:
-    """The classification section of docs/benchmarks.md (bench_sections places it)."""
-    by_name = {r.name: r for r in report.rows}
+    """The classification section of docs/benchmarks.md (bench_sections places it).
+
+    ``report.rows`` holds every training run; a runner that ran more than once
+    (--repeat) is shown as its medians (median_rows) and each run's figures.
+    """
+    rows = median_rows(report.rows)
+    by_name = {r.name: r for r in rows}
+    runs = max((len(r.runs) for r in rows), default=1) or 1
+    machine = machine_line(report.machine)
+    if runs > 1:
+        title = f"### Fine-tuning, median of {runs} runs each"
+        how = (
+            f"Each training runner ran {runs} times, the runners taking turns "
+            "(one run of each, then the next round), so a slow spell on a shared "
+            "machine hits them alike. The table shows each runner's medians; "
+            "every run's figures follow it."
+        )
+    else:
+        title, how = "### Fine-tuning, one run each", ""
     out = [
         *report_head("Sentence classification", report),
         "### Matmul peaks (TensorFlow, 2048 x 2048 x 2048, best of 5 rounds)",
         "",
+        *machine,
         "| dtype | peak GFLOP/s | median GFLOP/s |",
         "|---|---:|---:|",
         *[
@@ -367,27 +614,54 @@ def render(report: Report) -> str:
             for name, p in report.peaks.items()
         ],
         "",
-        "### Fine-tuning, one run each",
+        title,
         "",
-        *results_table(report.rows),
+        *machine,
+        *([how, ""] if how else []),
+        *results_table(rows),
         "",
     ]
     if "tfsft" in by_name:
-        out += [
-            f"- {compare(by_name['tfsft'], other)}"
-            for key in ("keras_hub", "hf")
+        compared = [
+            f"- {compare_speed(by_name['tfsft'], other)}"
+            for key in COMPARED
             if (other := by_name.get(key))
         ]
-        out.append("")
+        out += [*compared, ""] if compared else []
+    each = each_run_table(rows)
+    if each:
+        out += [
+            "### Each run (in the order they ran, separated by /)",
+            "",
+            *machine,
+            *each,
+            "",
+        ]
+    phases = phase_table(by_name["tfsft"]) if "tfsft" in by_name else []
+    if phases:
+        timed = [r for r in by_name["tfsft"].runs if r.status == "ok" and r.phases]
+        median = f" (medians over its {len(timed)} runs)" if len(timed) > 1 else ""
+        out += [
+            "### tfsft time by phase",
+            "",
+            *machine,
+            f"From its metrics.json `phase_seconds`{median}: where the whole "
+            "`tfsft train` process's wall time went. A name like `fit: validation` "
+            "is a part of the phase before the colon.",
+            "",
+            *phases,
+            "",
+        ]
     if report.fixed:
         out += [
             "### Fixed shapes (tfsft's model, random token ids, no padding)",
             "",
+            *machine,
             *fixed_table(report.fixed),
             "",
             goal_sentence(report.fixed),
             "",
         ]
-    out += processes_lines(report.processes, report.cores)
+    out += processes_lines(report.processes, report.cores, report.machine)
     out += ["### How the figures are computed", "", *[f"- {n}" for n in report.notes]]
     return "\n".join(out) + "\n"

@@ -30,6 +30,17 @@ PEAK_KEYS = {"bf16": "bfloat16", "fp32": "float32"}
 # The issue's fixed-shapes micro-benchmark: batch 32 x 128 tokens, timed after
 # 3 warm-up steps (tracing, oneDNN kernel selection).
 FIXED_BATCH, FIXED_SEQ, FIXED_WARMUP = 32, 128, 3
+# Why hf_fast uses what it uses: measured on the project machine (AMD EPYC Zen 3,
+# 2 cores, no AVX-512/AMX) with 1,024 SST-2 rows, bench_hf.py's train seconds.
+HF_FAST_EVIDENCE = (
+    "Measured for hf_fast on a 2-core AMD EPYC (Zen 3; no avx512_bf16/amx_bf16), "
+    "1,024 SST-2 rows, train s: the hf recipe 41.2; with length grouping and 0 "
+    "data-loader workers 22.0 and 22.7, 1 worker 26.0 and 26.0, 2 workers 26.6 and "
+    "25.3 (a worker competes with the 2 torch threads for the 2 cores), so 0; "
+    "torch_compile=True (inductor, works offline with the system g++) 171.1, as it "
+    "recompiles for each batch width, so left out; the optimizer is already "
+    "transformers' default adamw_torch_fused."
+)
 
 
 def say(message: str) -> None:
@@ -171,6 +182,11 @@ class Bench:
         self.tfsft_status: dict[str, Any] = {}
         self.children: dict[str, Child] = {}
 
+    def note(self, text: str) -> None:
+        """Adds a note to the report once (repeated runs say the same things)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def spawn(
         self, tag: str, command: list[str], env: dict[str, str], stdout: Path | None
     ) -> tuple[int, int, Path]:
@@ -221,9 +237,12 @@ class Bench:
             say(f"  {name} peak {p['flops_per_second'] / 1e9:,.1f} GFLOP/s")
 
     def row(
-        self, name: str, result: dict[str, Any], rss: int, padding: str
+        self, name: str, result: dict[str, Any], tag: str, padding: str
     ) -> RunnerRow:
+        """The report row of runner ``name`` from its ``result`` and its process
+        (the child spawned as ``tag``)."""
         spec, precision = self.plan.spec, result["precision"]
+        child = self.children[tag]
         seconds = result["train_seconds"]
         stats = TokenStats.from_lengths(result["train_lengths"], spec["epochs"])
         flops = training_flops(self.plan.dims, stats, spec["num_classes"])
@@ -239,20 +258,23 @@ class Bench:
             flops_per_second=flops / seconds,
             mfu=mfu(flops, seconds, peak),
             peak_name=peak_name,
-            rss_bytes=rss,
+            rss_bytes=child.rss_bytes,
             accuracy=result["accuracy"],
+            process_seconds=child.wall_seconds,
+            phases=result.get("phases") or {},
         )
 
-    def train_tfsft(self) -> dict[str, Any] | str:
-        """Runs `tfsft train`; returns its metrics.json, or why it failed."""
+    def train_tfsft(self, tag: str = "tfsft") -> dict[str, Any] | str:
+        """Runs `tfsft train` as child ``tag``; returns its metrics.json, or why it
+        failed."""
         command = ["tfsft", "train", self.args.config]
         for item in [*self.plan.overrides, f"train.output_dir={self.tfsft_runs}"]:
             command += ["--set", item]
         self.tfsft_command = shlex.join(command)
-        say(f"tfsft: {self.tfsft_command}")
-        stdout = self.logs / "tfsft.stdout"
+        say(f"{tag}: {self.tfsft_command}")
+        stdout = self.logs / f"{tag}.stdout"
         argv = [sys.executable, "-m", "tfsft", *command[1:]]
-        code, _, log = self.spawn("tfsft", argv, child_env(True), stdout)
+        code, _, log = self.spawn(tag, argv, child_env(True), stdout)
         if code != 0:
             return f"exit {code}: {tail(log)}"
         run_dir = Path(stdout.read_text().strip().splitlines()[-1])
@@ -260,20 +282,21 @@ class Bench:
         from tfsft.runs import read_status  # the parent has tfsft; children may not
 
         self.tfsft_status = read_status(run_dir)  # holds the precision it used
-        shutil.copy(run_dir / "metrics.json", self.logs / "tfsft-metrics.json")
+        copy = self.logs / f"{tag}-metrics.json"
+        shutil.copy(run_dir / "metrics.json", copy)
         kept = f"run dir {run_dir}"
         if not self.args.keep_runs:  # a run dir holds ~200 MB of weights
             shutil.rmtree(self.tfsft_runs, ignore_errors=True)  # this invocation's only
-            kept = f"copied to {self.logs / 'tfsft-metrics.json'}"
+            kept = f"copied to {copy}"
         self.notes.append(
-            f"tfsft's own metrics.json: train_seconds {metrics['train_seconds']}, "
+            f"{tag}'s own metrics.json: train_seconds {metrics['train_seconds']}, "
             f"train_examples_per_second {metrics['train_examples_per_second']} "
             f"({kept})."
         )
         return metrics
 
-    def run_tfsft(self) -> RunnerRow:
-        metrics = self.train_tfsft()
+    def run_tfsft(self, tag: str = "tfsft") -> RunnerRow:
+        metrics = self.train_tfsft(tag)
         if isinstance(metrics, str):
             return RunnerRow("tfsft", "failed", metrics)
         result = {
@@ -281,17 +304,18 @@ class Bench:
             "accuracy": metrics["accuracy"],
             "train_lengths": self.train_lengths,
             "precision": self.tfsft_precision,
+            # Where the process's time went (newer tfsft only; a dict of seconds).
+            "phases": metrics.get("phase_seconds") or {},
         }
-        rss = self.children["tfsft"].rss_bytes
-        return self.row("tfsft", result, rss, self.plan.padding)
+        return self.row("tfsft", result, tag, self.plan.padding)
 
-    def run_keras_hub(self) -> RunnerRow:
-        say("keras-hub TextClassifier.fit")
-        result, rss, log = self.tf_child("keras_hub")
+    def run_keras_hub(self, tag: str = "keras_hub") -> RunnerRow:
+        say(f"{tag}: keras-hub TextClassifier.fit")
+        result, _, log = self.tf_child("keras_hub", tag)
         if result is None:
             return RunnerRow("keras_hub", "failed", tail(log))
         padding = f"fixed {self.plan.spec['sequence_length']}"
-        return self.row("keras_hub", result, rss, padding)
+        return self.row("keras_hub", result, tag, padding)
 
     def prepare_hf(self) -> None:
         """Creates or checks the HF venv (pip is CPU-heavy: before any timing)."""
@@ -302,43 +326,58 @@ class Bench:
         self.notes.append(self.hf_message + ".")
         say(message)
 
-    def train_hf(self, script: str) -> dict[str, Any] | str:
-        """Runs an HF runner ``script`` in the HF venv (prepare_hf first); returns
-        its result, or why it failed."""
+    def train_hf(
+        self, script: str, tag: str = "hf", extra: dict[str, Any] | None = None
+    ) -> dict[str, Any] | str:
+        """Runs an HF runner ``script`` in the HF venv (prepare_hf first) as child
+        ``tag``, ``extra`` added to its spec; returns its result, or why it
+        failed."""
         if self.hf_python is None:
             raise RuntimeError("train_hf: prepare_hf() found no HF venv")
-        out = self.tmp / "hf.json"
-        command = [
-            str(self.hf_python),
-            str(SCRIPTS / script),
-            str(self.spec_file),
-            str(out),
-        ]
-        code, _, log = self.spawn("hf", command, child_env(False), None)
+        spec = self.spec_file
+        if extra:
+            spec = self.tmp / f"spec-{tag}.json"
+            write_spec(spec, {**self.plan.spec, **extra})
+        out = self.tmp / f"{tag}.json"
+        command = [str(self.hf_python), str(SCRIPTS / script), str(spec), str(out)]
+        code, _, log = self.spawn(tag, command, child_env(False), None)
         if code != 0:
             return f"exit {code}: {tail(log)}"
         result = read_json(out)
         self.versions |= result["versions"]
-        self.notes.append(f"HF: torch.set_num_threads({result['threads']}).")
+        self.note(f"HF: torch.set_num_threads({result['threads']}).")
         return result
 
-    def run_hf(self) -> RunnerRow:
+    def run_hf(self, tag: str = "hf", fast: bool = False) -> RunnerRow:
+        """The HF Trainer recipe; ``fast``: the hf_fast runner, the same recipe
+        with the Trainer's CPU speed settings (bench_hf.fast_settings)."""
+        name = "hf_fast" if fast else "hf"
         if self.hf_python is None:
-            return RunnerRow("hf", "skipped", self.hf_message)
-        say("HF transformers Trainer")
-        result = self.train_hf("bench_hf.py")
+            return RunnerRow(name, "skipped", self.hf_message)
+        say(f"{tag}: HF transformers Trainer" + (", fast CPU settings" if fast else ""))
+        result = self.train_hf("bench_hf.py", tag, {"fast": True} if fast else None)
         if isinstance(result, str):
-            return RunnerRow("hf", "failed", result)
+            return RunnerRow(name, "failed", result)
         if self.train_lengths:
             # Both tokenizers come from the same vocab.txt; say so if they disagree.
             hf_tokens, tf_tokens = sum(result["train_lengths"]), sum(self.train_lengths)
-            self.notes.append(
+            self.note(
                 f"Real training tokens per epoch: {tf_tokens:,} with the keras-hub "
                 f"tokenizer (tfsft, keras-hub), {hf_tokens:,} with the HF tokenizer."
             )
-        return self.row(
-            "hf", result, self.children["hf"].rss_bytes, "dynamic (per batch)"
-        )
+        padding = "dynamic (per batch)"
+        if fast:
+            settings = ", ".join(f"{k}={v!r}" for k, v in result["settings"].items())
+            self.note(
+                f"HF fast (hf_fast): the hf recipe plus TrainingArguments({settings}); "
+                + "; ".join(result["notes"])
+                + f". {HF_FAST_EVIDENCE}"
+            )
+            padding = "dynamic (per batch), length-grouped batches"
+        return self.row(name, result, tag, padding)
+
+    def run_hf_fast(self, tag: str = "hf_fast") -> RunnerRow:
+        return self.run_hf(tag, fast=True)
 
     def run_fixed(self, precision: str) -> FixedRow:
         label = "tfsft default" if precision == "default" else f"tfsft {precision}"

@@ -5,6 +5,7 @@ Run from the repository root (the config's data paths are relative to it):
     python scripts/benchmark.py                      # 4,000 SST-2 rows, all runners
     python scripts/benchmark.py --train-rows 256 --runners tfsft,keras_hub
     python scripts/benchmark.py --set train.batch_size=32 --out /tmp/bench.md
+    python scripts/benchmark.py --runners tfsft,hf,hf_fast --repeat 3  # medians
     python scripts/benchmark.py --config configs/conll2003_minilm.yaml  # NER
     python scripts/benchmark.py --config configs/sft_alpaca_smollm2.yaml  # SFT
 
@@ -12,9 +13,18 @@ Runners (each in its own process, one after another):
   tfsft      `tfsft train CONFIG --set data.max_train_examples=N --set train.epochs=1`
   keras_hub  keras_hub.models.TextClassifier.from_preset(...).fit, fixed padding
   hf         transformers Trainer on PyTorch CPU, dynamic padding, in its own venv
+  hf_fast    the same Trainer recipe plus HF's documented CPU speed settings:
+             length-grouped batches, a data-loader worker, bf16 autocast only on a
+             CPU with native bf16 (bench_hf.fast_settings says what and why)
   fixed      tfsft's model on random ids, batch 32 x 128 tokens (MFU micro-benchmark)
 
-The config's task picks the mode: `classification` (all four runners),
+Every runner's whole process is timed too (wall time from start to exit), next to
+its training time. --repeat N runs the training runners N times, taking turns
+(tfsft, hf, hf_fast, tfsft, hf, hf_fast, ...), and reports each runner's medians and
+every run's figures; the matmul peaks and the fixed shapes run once. When tfsft's
+metrics.json has `phase_seconds`, the report shows tfsft's time by phase.
+
+The config's task picks the mode: `classification` (all five runners),
 `token_classification` (tfsft and hf, the latter with AutoModelForTokenClassification
 as HF's run_ner.py does; see bench_ner.py) or `causal_lm` (tfsft, tfsft_fp32 and trl:
 LoRA SFT through `tfsft train` and TRL's SFTTrainer with PEFT; see bench_sft.py).
@@ -47,7 +57,8 @@ from bench_runners import Bench, Plan, say, tfsft_padding, training_spec
 from bench_sections import SectionError, check_out, write_section
 from bench_sft import SFT_RUNNERS, SftBench, make_sft_plan, run_sft
 
-RUNNERS = ("tfsft", "keras_hub", "hf", "fixed")
+RUNNERS = ("tfsft", "keras_hub", "hf", "hf_fast", "fixed")
+TRAINING_RUNNERS = ("tfsft", "keras_hub", "hf", "hf_fast")  # what --repeat repeats
 ALL_RUNNERS = (*RUNNERS, *(r for r in SFT_RUNNERS if r not in RUNNERS))
 TASKS = ("classification", "token_classification", "causal_lm")
 CLASSIFICATION_ROWS = 4000  # --train-rows default but in the causal-LM mode (900)
@@ -106,6 +117,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="keep the tfsft run dir (default: keep only its metrics.json)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="classification: run each training runner N times, taking turns, and "
+        "report the medians and every run (default 1)",
+    )
     parser.add_argument("--fixed-steps", type=int, default=20, help="timed steps")
     parser.add_argument(
         "--fixed-precisions",
@@ -125,7 +144,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--train-rows must be >= 0 and --fixed-steps >= 1")
     if args.eval_rows is not None and args.eval_rows < 1:
         parser.error("--eval-rows must be >= 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     return args
+
+
+def run_order(runners: list[str], repeat: int) -> list[tuple[str, str]]:
+    """(runner, child tag) for every training run, in the order they run: one run
+    of each selected training runner per round, ``repeat`` rounds. Round 1's tag is
+    the runner's name, later ones add "-2", "-3", ... (logs, Processes table)."""
+    names = [r for r in TRAINING_RUNNERS if r in runners]
+    return [
+        (name, name if n == 1 else f"{name}-{n}")
+        for n in range(1, repeat + 1)
+        for name in names
+    ]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -145,6 +178,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise ConfigError(
             f"{args.config}: the benchmark needs task: {' or '.join(TASKS)} "
             f"(got {cfg.task})"
+        )
+    if args.repeat > 1 and cfg.task != "classification":
+        raise ConfigError(
+            f"--repeat: {cfg.task} configs run each runner once; --repeat is for "
+            "classification configs"
+        )
+    if cfg.task == "token_classification" and "hf_fast" in (args.runners or ()):
+        raise ConfigError(
+            "--runners: hf_fast runs classification configs only; use "
+            "--runners tfsft,hf for a token-classification config"
         )
     if cfg.task == "causal_lm":  # its own rows, split and checks (bench_sft.py)
         return make_sft_plan(args, cfg, ["train.epochs=1", *args.overrides])
@@ -227,16 +270,15 @@ def _split(examples: Any, labels: Any) -> dict[str, list]:
 
 
 def run_all(
-    bench: Bench, runners: list[str], precisions: str
+    bench: Bench, runners: list[str], precisions: str, repeat: int = 1
 ) -> tuple[list[RunnerRow], list[FixedRow]]:
-    """The selected runners, strictly one after another."""
-    if "hf" in runners:
+    """The selected runners, strictly one after another; the training runners
+    ``repeat`` times, taking turns (run_order). Returns every training run's row."""
+    if "hf" in runners or "hf_fast" in runners:
         bench.prepare_hf()  # pip is CPU-heavy: done before anything is timed
     bench.measure_peaks()
     rows = [
-        getattr(bench, f"run_{name}")()
-        for name in ("tfsft", "keras_hub", "hf")
-        if name in runners
+        getattr(bench, f"run_{name}")(tag) for name, tag in run_order(runners, repeat)
     ]
     fixed = []
     if "fixed" in runners:
@@ -326,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_ner(bench, plan.runners)
         else:
             bench = Bench(args, plan, tmp)
-            rows, fixed = run_all(bench, plan.runners, args.fixed_precisions)
+            rows, fixed = run_all(
+                bench, plan.runners, args.fixed_precisions, args.repeat
+            )
     except KeyboardInterrupt:
         print("benchmark: interrupted; nothing written", file=sys.stderr)
         return 130
@@ -340,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: error: not written: {e}", file=sys.stderr)
         return 2
     say(f"wrote the {plan.task} section of {args.out}; logs in {bench.logs}")
-    failed = [r.name for r in rows if r.status == "failed"]
+    failed = list(dict.fromkeys(r.name for r in rows if r.status == "failed"))
     failed += [r.label for r in fixed if r.status == "failed"]
     if failed:
         say(f"failed: {', '.join(failed)} (see the logs)")

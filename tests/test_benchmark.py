@@ -95,13 +95,16 @@ def _report(report: ModuleType, **changes) -> object:
             peak_name="fp32",
             rss_bytes=2 * 2**30,
             accuracy=0.84,
+            process_seconds=75.0,
         ),
         report.RunnerRow(
             "keras_hub",
             precision="float32",
             padding="fixed 64",
             train_seconds=100.0,
+            examples_per_second=40.0,
             accuracy=0.83,
+            process_seconds=150.0,
         ),
         report.RunnerRow("hf", status="skipped", message="torch does not import"),
     ]
@@ -123,7 +126,11 @@ def _report(report: ModuleType, **changes) -> object:
         "date": "2026-01-01 00:00 UTC",
         "command": "python scripts/benchmark.py",
         "tfsft_command": "tfsft train configs/sst2_minilm.yaml",
-        "machine": {"nproc": "2"},
+        "machine": {
+            "CPU (lscpu)": "AMD EPYC 7B13, family 25 model 1, 2 CPUs, 2 thread(s) "
+            "per core, L2 1 MiB, L3 32 MiB",
+            "CPU flags that matter here": "avx2 fma (absent: avx512f amx_bf16)",
+        },
         "versions": {"tensorflow": "2.21.0"},
         "hyper": {"batch size": 16},
         "peaks": {"float32": {"flops_per_second": 2e11, "median": 1.9e11}},
@@ -151,14 +158,30 @@ def test_render_tables_ratios_and_goal(report):
     assert text.startswith("## Sentence classification\n")
     assert "### Machine and versions" in text
     assert "replaces this part of the file and keeps the rest" in text
-    assert "| tfsft (`tfsft train`) | float32 | fixed 64 | 50.0 | 80.0 | 2,000 " in text
+    assert (
+        "| tfsft (`tfsft train`) | float32 | fixed 64 | 50.0 | 75.0 | 80.0 | 2,000 "
+    ) in text
     assert "| 20.0 | 10.0 % (fp32) | 2.00 GiB | 0.840 |" in text
+    assert (
+        "| keras-hub `TextClassifier.fit` | float32 | fixed 64 | 100.0 | 150.0 " in text
+    )
     assert "skipped: torch does not import" in text
     assert (
-        "tfsft vs keras-hub: train time ratio 0.50 (tfsft 2.00x as fast); "
-        "dev accuracy 0.840 vs 0.830 (delta +1.0 points)"
+        "tfsft vs keras-hub: training examples/s ratio 2.00 (tfsft 2.00x as fast in "
+        "training); whole-process wall ratio 0.50 (75.0 s vs 150.0 s: tfsft 2.00x as "
+        "fast end to end); dev accuracy 0.840 vs 0.830 (delta +1.0 points)"
     ) in text
     assert "tfsft vs HF: not available (HF did not run)" in text
+    assert "### Fine-tuning, one run each" in text and "### Each run" not in text
+    assert "tfsft time by phase" not in text  # no phase_seconds: an older tfsft
+    # Every section with speed figures names the machine.
+    machine = (
+        "Machine: AMD EPYC 7B13, family 25 model 1, 2 CPUs, 2 thread(s) per core; "
+        "flags avx2 fma (absent: avx512f amx_bf16)."
+    )
+    for title in ("Matmul peaks", "Fine-tuning", "Fixed shapes", "Processes"):
+        section = text.split(f"### {title}")[1].split("###")[0]
+        assert machine in section, title
     assert "| float32 | 200.0 | 190.0 |" in text
     assert "| tfsft default | float32 | 32 x 128 | 10 | 2.000 | 2,048 | 200.0 " in text
     assert "reaches 30.0 % of the bf16 peak, which does not meet it." in text
@@ -174,6 +197,156 @@ def test_render_without_fixed_rows_or_tfsft(report):
     text = report.render(_report(report, fixed=[], rows=[]))
     assert "Fixed shapes" not in text
     assert "vs" not in text.split("## Fine-tuning")[1].split("## How")[0]
+
+
+def _run(report: ModuleType, name: str, seconds: float, **values) -> object:
+    """One fake training run: examples/s from 4,000 rows, process = train + 20 s."""
+    defaults = {
+        "precision": "float32",
+        "padding": "dynamic (per batch)",
+        "train_seconds": seconds,
+        "examples_per_second": 4000 / seconds,
+        "process_seconds": seconds + 20,
+        "mfu": 0.1,
+        "peak_name": "fp32",
+        "rss_bytes": 2**30,
+        "accuracy": 0.8,
+    }
+    return report.RunnerRow(name, **(defaults | values))
+
+
+def test_median_rows_take_each_runners_medians_and_keep_its_runs(report):
+    runs = [
+        _run(report, "tfsft", 50.0, accuracy=0.84, phases={"fit": 40.0, "total": 60}),
+        _run(report, "hf", 100.0, rss_bytes=3 * 2**30),
+        _run(report, "tfsft", 40.0, accuracy=0.82, phases={"fit": 30.0, "total": 50}),
+        _run(report, "hf", 80.0),
+        _run(report, "tfsft", 80.0, accuracy=0.83, phases={"fit": 70.0, "total": 90}),
+        report.RunnerRow("hf", "failed", "exit 1: killed"),
+    ]
+    tfsft, hf = report.median_rows(runs)
+    assert (tfsft.name, hf.name) == ("tfsft", "hf")
+    assert tfsft.train_seconds == 50.0 and tfsft.process_seconds == 70.0
+    assert tfsft.examples_per_second == 80.0 and tfsft.accuracy == 0.83
+    assert tfsft.phases == {"fit": 40.0, "total": 60}
+    assert tfsft.runs == runs[0::2] and tfsft.message == ""
+    # The failed run is left out of the medians and said so; RSS is the largest.
+    assert hf.status == "ok" and hf.train_seconds == 90.0
+    assert hf.message == "1 of 3 runs failed" and hf.rss_bytes == 3 * 2**30
+    single = _run(report, "keras_hub", 10.0)
+    assert report.median_rows([single]) == [single]  # one run: as it was
+    failed = [report.RunnerRow("hf", "failed", "exit 1")] * 2
+    (row,) = report.median_rows(failed)
+    assert row.status == "failed" and row.message == "exit 1 (all 2 runs)"
+
+
+def test_render_repeats_medians_each_run_and_both_ratios(report):
+    runs = [
+        _run(report, "tfsft", 50.0, accuracy=0.84, mfu=0.2),
+        _run(report, "hf", 100.0, process_seconds=150.0),
+        _run(report, "hf_fast", 80.0),
+        _run(report, "tfsft", 40.0, accuracy=0.82, mfu=0.25),
+        _run(report, "hf", 120.0, process_seconds=130.0),
+        _run(report, "hf_fast", 64.0),
+        _run(report, "tfsft", 80.0, accuracy=0.83, mfu=0.125),
+        _run(report, "hf", 110.0, process_seconds=140.0),
+        report.RunnerRow("hf_fast", "failed", "exit 1"),
+    ]
+    text = report.render(_report(report, rows=runs, fixed=[]))
+    assert "### Fine-tuning, median of 3 runs each" in text
+    assert "the runners taking turns" in text
+    assert (
+        "| HF `Trainer`, fastest CPU settings (PyTorch) (1 of 3 runs failed) "
+        "| float32 | dynamic (per batch) | 72.0 | 92.0 | 56.2 |"
+    ) in text
+    assert (
+        "| HF transformers `Trainer` (PyTorch) | float32 | dynamic (per batch) "
+        "| 110.0 | 140.0 | 36.4 |"
+    ) in text
+    # tfsft: median 50 s train, 70 s process, 80 examples/s; HF: 110 s, 140 s.
+    assert (
+        "tfsft vs HF: training examples/s ratio 2.20 (tfsft 2.20x as fast in "
+        "training); whole-process wall ratio 0.50 (70.0 s vs 140.0 s: tfsft 2.00x "
+        "as fast end to end); dev accuracy 0.830 vs 0.800 (delta +3.0 points)"
+    ) in text
+    assert "tfsft vs HF fast: training examples/s ratio 1.42 (tfsft 1.42x" in text
+    assert "### Each run (in the order they ran, separated by /)" in text
+    assert (
+        "| tfsft (`tfsft train`) | 3 of 3 | 50.0 / 40.0 / 80.0 | 70.0 / 60.0 / 100.0 "
+        "| 80.0 / 100.0 / 50.0 | 20.0 / 25.0 / 12.5 % | 0.840 / 0.820 / 0.830 |"
+    ) in text
+    assert "| 2 of 3 | 80.0 / 64.0 / failed |" in text
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        assert len({line.count("|") for line in lines}) <= 1, block
+
+
+def test_compare_speed_says_slower_and_missing_process_times(report):
+    slow = _run(report, "tfsft", 100.0, process_seconds=None)
+    fast = _run(report, "hf", 50.0)
+    text = report.compare_speed(slow, fast)
+    assert text.startswith(
+        "tfsft vs HF: training examples/s ratio 0.50 (tfsft 2.00x as slow in "
+        "training); whole-process wall ratio not available; "
+    )
+    slow.process_seconds = 140.0
+    assert "wall ratio 2.00 (140.0 s vs 70.0 s: tfsft 2.00x as slow end to end)" in (
+        report.compare_speed(slow, fast)
+    )
+
+
+PHASES = {
+    "startup": 6.0,
+    "read_data": 1.0,
+    "build": 4.0,
+    "validation": 10.0,
+    "epoch_end": 2.0,
+    "fit": 40.0,
+    "save": 3.0,
+    "total": 60.0,
+}
+
+
+def test_phase_table_splits_fit_and_finds_the_rest(report):
+    lines = dict(report.phase_lines(PHASES))
+    assert list(lines) == [
+        "startup",
+        "read_data",
+        "build",
+        "fit",
+        "fit: validation",
+        "fit: epoch_end",
+        "fit: the rest (steps, input pipeline)",
+        "save",
+        "not in any phase",
+        "total (the whole process, from its start)",
+    ]
+    assert lines["fit: the rest (steps, input pipeline)"] == 28.0
+    assert lines["not in any phase"] == 6.0  # 60 - (6 + 1 + 4 + 40 + 3)
+    row = _run(report, "tfsft", 40.0, phases=PHASES)
+    table = report.phase_table(row)
+    assert table[0] == "| phase | seconds | share of the total |"
+    assert "| fit | 40.0 | 66.7 % |" in table
+    assert "| total (the whole process, from its start) | 60.0 | 100.0 % |" in table
+    assert report.phase_table(_run(report, "tfsft", 40.0)) == []  # older tfsft
+
+
+def test_render_phase_medians_over_repeats(report):
+    slower = PHASES | {"fit": 50.0, "total": 70.0}
+    runs = [
+        _run(report, "tfsft", 40.0, phases=PHASES),
+        _run(report, "tfsft", 50.0, phases=slower),
+        _run(report, "tfsft", 45.0, phases=PHASES | {"fit": 45.0, "total": 65.0}),
+    ]
+    text = report.render(_report(report, rows=runs, fixed=[]))
+    section = text.split("### tfsft time by phase\n")[1].split("###")[0]
+    assert "Machine: AMD EPYC 7B13" in section
+    assert "phase_seconds` (medians over its 3 runs)" in section
+    assert "| fit | 45.0 | 69.2 % | 40.0 / 50.0 / 45.0 |" in section
+    assert "| startup | 6.0 | 9.2 % | 6.0 / 6.0 / 6.0 |" in section
+    # Without phase_seconds (an older tfsft) there is no such section.
+    plain = [_run(report, "tfsft", 40.0), _run(report, "tfsft", 50.0)]
+    assert "time by phase" not in report.render(_report(report, rows=plain))
 
 
 def test_cpu_requirements_drop_cuda_and_extras(monkeypatch):
@@ -209,6 +382,81 @@ def test_help_runs():
     done = _benchmark("--help")
     assert done.returncode == 0, done.stderr
     assert "--train-rows" in done.stdout and "--hf-venv" in done.stdout
+
+
+@pytest.fixture
+def benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _script("benchmark", monkeypatch)
+
+
+def test_run_order_takes_turns(benchmark):
+    runners = ["tfsft", "hf", "hf_fast", "fixed"]
+    assert benchmark.run_order(runners, 1) == [
+        ("tfsft", "tfsft"),
+        ("hf", "hf"),
+        ("hf_fast", "hf_fast"),
+    ]
+    assert [tag for _, tag in benchmark.run_order(runners, 3)] == [
+        "tfsft", "hf", "hf_fast",
+        "tfsft-2", "hf-2", "hf_fast-2",
+        "tfsft-3", "hf-3", "hf_fast-3",
+    ]  # fmt: skip
+    assert benchmark.run_order(["fixed"], 3) == []  # fixed shapes run once, apart
+
+
+def test_repeat_and_hf_fast_arguments(benchmark, capsys):
+    args = benchmark.parse_args(["--runners", "hf_fast,tfsft,hf", "--repeat", "3"])
+    assert args.runners == ["tfsft", "hf", "hf_fast"] and args.repeat == 3
+    assert benchmark.parse_args([]).repeat == 1
+    assert benchmark.RUNNERS == ("tfsft", "keras_hub", "hf", "hf_fast", "fixed")
+    for bad in (["--repeat", "0"], ["--runners", "hf_slow"]):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(bad)
+    assert "--repeat must be >= 1" in capsys.readouterr().err
+
+
+def test_repeat_and_hf_fast_are_classification_only(tmp_path):
+    config = _ner_config(tmp_path, preset=str(tmp_path / "no-model"))
+    for args, problem in (
+        (["--repeat", "2"], "--repeat: token_classification configs run each"),
+        (["--runners", "tfsft,hf_fast"], "--runners: hf_fast runs classification"),
+    ):
+        done = _benchmark(
+            "--config", str(config), "--out", str(tmp_path / "b.md"), *args
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"benchmark: error: {problem}"), done.stderr
+
+
+@pytest.fixture
+def hf(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _script("bench_hf", monkeypatch)
+
+
+def test_hf_fast_uses_bf16_only_with_native_bf16(hf):
+    v5 = {"train_sampling_strategy", "dataloader_num_workers", "bf16"}
+    settings, notes = hf.fast_settings({"avx2", "fma"}, v5)
+    assert settings == {
+        "train_sampling_strategy": "group_by_length",
+        "dataloader_num_workers": hf.FAST_WORKERS,
+    } | ({"dataloader_persistent_workers": True} if hf.FAST_WORKERS else {})
+    assert "bf16" not in settings
+    assert "bf16 autocast off (float32)" in notes[0] and "amx_bf16" in notes[0]
+    settings, notes = hf.fast_settings({"avx2", "amx_bf16"}, v5 | {"group_by_length"})
+    assert settings["bf16"] is True and settings["group_by_length"] is True
+    assert "train_sampling_strategy" not in settings
+    assert notes == ["bf16 autocast on: the CPU has native bf16 (amx_bf16)"]
+    assert hf.fast_settings({"avx512_bf16"}, v5)[0]["bf16"] is True
+
+
+def test_cpu_flags_reads_the_first_flags_line(hf, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\n"
+        "flags\t\t: fpu avx512_bf16\n"
+    )
+    assert hf.cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "fma"}
+    assert hf.cpu_flags(str(tmp_path / "missing")) == set()
 
 
 def test_missing_data_is_one_clear_line(tmp_path):
@@ -256,7 +504,7 @@ def test_plan_uses_tfsfts_rows_and_steps(monkeypatch, tmp_path):
     assert plan.spec["total_steps"] == 7 and plan.spec["warmup_steps"] == 1
     assert plan.spec["epochs"] == 1
     assert plan.task == "classification"
-    assert plan.runners == ["tfsft", "keras_hub", "hf", "fixed"]
+    assert plan.runners == ["tfsft", "keras_hub", "hf", "hf_fast", "fixed"]
     assert plan.padding.startswith("widths [16, 32, 48, 64, 80, 96, 112, 128]")
     fixed = benchmark.make_plan(
         benchmark.parse_args([*argv, "--set", "data.length_buckets=null"])

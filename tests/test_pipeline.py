@@ -112,9 +112,13 @@ def test_length_buckets_cover_every_example_once_with_minimal_width(group):
 def test_auto_buckets_are_eight_widths_in_multiples_of_eight():
     from tfsft.data.pipeline import bucket_widths
 
-    assert bucket_widths("auto", 64) == [8, 16, 24, 32, 40, 48, 56, 64]
-    assert bucket_widths("auto", 128) == list(range(16, 129, 16))
-    assert bucket_widths("auto", 100) == [16, 32, 48, 64, 80, 96, 100]
+    assert bucket_widths("auto", 64) == list(range(8, 65))
+    assert bucket_widths("auto", 512) == list(range(8, 513, 8))
+    assert bucket_widths("auto", 100) == [*range(8, 100, 2), 100]
+    # XLA compiles once per shape: eight widths.
+    assert bucket_widths("auto", 64, compiled=True) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert bucket_widths("auto", 128, compiled=True) == list(range(16, 129, 16))
+    assert bucket_widths("auto", 100, compiled=True) == [16, 32, 48, 64, 80, 96, 100]
     assert bucket_widths(None, 64) is None
 
 

@@ -1,6 +1,8 @@
 """Speed options keep the math: fused Adam, gradient accumulation, steps per
 execution; and the automatic precision choice."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ from conftest import tiny_config
 
 import tfsft
 from tfsft.config import validate_config
-from tfsft.training import strategy
+from tfsft.runs import read_status
+from tfsft.training import precision, strategy
 from tfsft.training.optim import NO_DECAY, FusedAdamW
 
 
@@ -118,12 +121,73 @@ def test_auto_precision_follows_the_hardware(monkeypatch, tmp_path):
     try:
         monkeypatch.setattr(strategy, "cpu_flags", lambda: {"avx2"})
         assert strategy.set_precision("auto") == "float32"
-        monkeypatch.setattr(strategy, "cpu_flags", lambda: {"avx512_bf16"})
+        monkeypatch.setattr(strategy, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
         assert strategy.set_precision("auto") == "mixed_bfloat16"
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        # AVX512-BF16 without AMX: not settled by the flags; untimed it is bf16.
+        monkeypatch.setattr(strategy, "cpu_flags", lambda: {"avx512_bf16"})
+        assert strategy.set_precision("auto") == "mixed_bfloat16"
         assert strategy.set_precision("float32") == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_auto_precision_times_the_model_once_where_flags_do_not_settle_it(
+    monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setenv("TFSFT_CACHE", str(tmp_path))
+    monkeypatch.setattr(strategy, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    calls = []
+
+    def fake_step(preset, policy, batch, width):
+        calls.append((policy, batch, width))
+        return {"float32": 0.2, "mixed_bfloat16": 0.3}[policy] * width / 32
+
+    monkeypatch.setattr(precision, "backbone_step_seconds", fake_step)
+    try:
+        with caplog.at_level("INFO", logger="tfsft"):
+            assert strategy.set_precision("auto", None, ("p", 8, 32)) == "float32"
+        assert calls == [("float32", 8, 32), ("mixed_bfloat16", 8, 32)]
+        assert "float32 0.200 s/step, mixed_bfloat16 0.300 s/step" in caplog.text
+        # Cached per machine, model and shape: no second timing ...
+        assert strategy.set_precision("auto", None, ("p", 8, 32)) == "float32"
+        assert len(calls) == 2
+        assert len(json.loads((tmp_path / "precision.json").read_text())) == 1
+        # ... but another shape or model is timed again.
+        monkeypatch.setattr(
+            precision,
+            "backbone_step_seconds",
+            lambda p, policy, b, w: {"float32": 0.5, "mixed_bfloat16": 0.1}[policy],
+        )
+        assert strategy.set_precision("auto", None, ("q", 8, 32)) == "mixed_bfloat16"
+        assert len(json.loads((tmp_path / "precision.json").read_text())) == 2
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_timing_the_precision_changes_no_result(monkeypatch, tmp_path):
+    """The real probe (two tiny backbones, random weights) runs before seeding:
+    the run it decided is the same as one whose decision came from the cache."""
+    monkeypatch.setenv("TFSFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(strategy, "cpu_flags", lambda: {"avx512_bf16"})
+    seconds = precision.backbone_step_seconds(
+        tfsft.resolve_preset("tiny"), "mixed_bfloat16", 2, 8
+    )
+    assert 0 < seconds < 60
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    try:
+        timed = _train(tmp_path, "timed", runtime={"precision": "auto"})
+        assert (tmp_path / "cache" / "precision.json").is_file()
+        cached = _train(tmp_path, "cached", runtime={"precision": "auto"})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    chosen = read_status(timed.dir)["precision"]
+    assert chosen == read_status(cached.dir)["precision"]
+    _assert_same(
+        [v.numpy() for v in timed.model.trainable_variables],
+        [v.numpy() for v in cached.model.trainable_variables],
+        0,
+    )
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])

@@ -167,3 +167,71 @@ def test_unusable_output_dir_is_a_clear_error(tiny_cfg, tmp_path):
         tfsft.TfsftError, match=r"train.output_dir: cannot create .*a_file/runs"
     ):
         tfsft.train(cfg, verbose=0)
+
+
+def test_validation_is_one_pass_per_epoch_shared_with_the_report(
+    tiny_cfg, easy_data, monkeypatch
+):
+    """The last epoch's validation pass feeds the report when that epoch is the
+    best; otherwise the best weights are reloaded and predicted again. Either way
+    the report is the best epoch's, and metrics.json times every phase."""
+    import tfsft.training.callbacks as callbacks_module
+    import tfsft.training.finish as finish_module
+
+    calls = {"epoch": 0, "report": 0}
+    epoch_logits = callbacks_module.predict_logits
+    report_outputs = finish_module.predict_outputs
+
+    def counted_epoch(*args, **kwargs):
+        calls["epoch"] += 1
+        return epoch_logits(*args, **kwargs)
+
+    def counted_report(*args, **kwargs):
+        calls["report"] += 1
+        return report_outputs(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks_module, "predict_logits", counted_epoch)
+    monkeypatch.setattr(finish_module, "predict_outputs", counted_report)
+    train, dev = easy_data
+    data = {"train": str(train), "validation": str(dev), "max_train_examples": None}
+
+    # One epoch: it is the best, so its pass is the report's.
+    cfg = _cfg(tiny_cfg, data=data, train={"epochs": 1})
+    run = tfsft.train(cfg, verbose=0)
+    assert calls == {"epoch": 1, "report": 0}
+    assert run.metrics["accuracy"] == run.history["val_accuracy"][-1]
+    # The host-side loss is the compiled loss: Keras' evaluate agrees.
+    encoded = tfsft.get_task(cfg).encode(
+        tfsft.load_splits(cfg).validation, run.model.preprocessor, run.labels, cfg
+    )
+    x = {k: encoded.features[k] for k in encoded.features}
+    attached, run.model.preprocessor = run.model.preprocessor, None
+    keras_loss = run.model.evaluate(x, encoded.targets, batch_size=8, verbose=0)[0]
+    run.model.preprocessor = attached
+    assert abs(run.history["val_loss"][-1] - keras_loss) < 1e-5
+    phases = run.metrics["phase_seconds"]
+    assert {"read_data", "tokenize", "build", "fit", "validation", "epoch_end"} <= set(
+        phases
+    )
+    assert {"evaluate", "save", "report", "total"} <= set(phases)
+    assert phases["fit"] >= phases["validation"] + phases["epoch_end"]
+    assert phases["total"] >= phases["fit"] + phases["tokenize"]
+    on_disk = json.loads((run.dir / "metrics.json").read_text())
+    assert on_disk["phase_seconds"] == phases
+
+    # Best epoch 1 of 2 (a fake first-epoch score): reload it and predict again.
+    calls.update(epoch=0, report=0)
+    task_cls = type(tfsft.get_task(cfg))
+    real_metrics = task_cls.logit_metrics
+    scores = iter([1.0, 0.0])
+
+    def first_epoch_best(self, logits, enc):
+        return real_metrics(self, logits, enc) | {"accuracy": next(scores)}
+
+    monkeypatch.setattr(task_cls, "logit_metrics", first_epoch_best)
+    second = str(Path(tiny_cfg["train"]["output_dir"]) / "best-first")
+    cfg = _cfg(tiny_cfg, data=data, train={"epochs": 2, "output_dir": second})
+    run = tfsft.train(cfg, verbose=0)
+    assert calls == {"epoch": 2, "report": 1}
+    best = json.loads((run.dir / "checkpoints" / "best.json").read_text())
+    assert best["epoch"] == 1

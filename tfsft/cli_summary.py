@@ -20,6 +20,7 @@ BOOKKEEPING = {
     "total_params",
     "replicas",
     "adapter_bytes",
+    "phase_seconds",
 }
 HEADLINE_METRICS = 5
 

@@ -105,8 +105,9 @@ class DataConfig(SftDataFields, _Strict):
     length_buckets: Literal["auto"] | list[Annotated[int, Field(ge=1)]] | None = Field(
         default="auto",
         description="Widths a batch may be padded to: each batch is padded only to "
-        "the smallest one that holds its longest example. 'auto' is eight evenly "
-        "spaced widths up to model.sequence_length (8, 16, ..., 64 for 64); a list "
+        "the smallest one that holds its longest example. 'auto' is up to 64 evenly "
+        "spaced widths from 8 up to model.sequence_length (8, 9, ..., 64 for 64; "
+        "eight, 8, 16, ..., with runtime.jit_compile); a list "
         "such as [16, 32, 64] is capped at model.sequence_length; null pads every "
         "batch to model.sequence_length.",
     )

@@ -125,8 +125,9 @@ class RuntimeConfig(_Strict):
     )
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         default="auto",
-        description="Keras dtype policy. auto: mixed_bfloat16 where the hardware "
-        "has bf16 units (TPU, Ampere+ GPU, CPU with AVX512-BF16/AMX), else float32. "
+        description="Keras dtype policy. auto: the faster here: mixed_bfloat16 on "
+        "TPU, Ampere+ GPU and AMX CPUs, float32 without bf16 units; a CPU with "
+        "AVX512-BF16 but no AMX times the model in both once (cached per machine). "
         "mixed_float16 (older GPUs) adds loss scaling; weights stay float32.",
     )
     jit_compile: bool = Field(

@@ -16,7 +16,7 @@ from tfsft.data.pipeline import bucket_widths, make_eval_dataset
 from tfsft.data.sources import other_file
 from tfsft.data.splits import load_splits
 from tfsft.errors import TfsftError
-from tfsft.progress import Stage, stage
+from tfsft.progress import stage
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
 
@@ -43,16 +43,18 @@ def predict_logits(
     # tokenized) batches again inside predict(); detach it for the call.
     attached, model.preprocessor = model.preprocessor, None
     shown = stage(progress, encoded.rows) if progress else contextlib.nullcontext()
+    width = encoded.width if encoded.token_level else None
     try:
         with shown as rows_done:
-            counter = _RowCounter(rows_done)
-            if encoded.token_level:
-                logits = _token_logits(model, ds, encoded.width, outputs, counter)
-            else:
-                logits = model.predict(ds, verbose=0, callbacks=[counter])
+            fn = _logits_function(model, ds, width, outputs if width else None)
+            batches = []
+            for x in ds:
+                batches.append(fn(x).numpy())
+                if rows_done is not None:
+                    rows_done.advance(len(batches[-1]))
     finally:
         model.preprocessor = attached
-    return np.asarray(logits)[np.argsort(order)]
+    return np.concatenate(batches)[np.argsort(order)]
 
 
 def predict_outputs(
@@ -71,56 +73,36 @@ def predict_outputs(
     return task.outputs(logits, encoded)
 
 
-class _RowCounter(keras.callbacks.Callback):
-    """Advances a progress stage (if any) by the rows of each predicted batch."""
+def _logits_function(
+    model: keras.Model, ds: tf.data.Dataset, width: int | None, outputs: Any
+) -> Any:
+    """The model's float32 logits of one batch, traced once per model, dataset
+    structure and width (and kept on the model).
 
-    def __init__(self, progress: Stage | None) -> None:
-        super().__init__()
-        self.progress = progress
-
-    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.progress is None:
-            return
-        rows = tf.nest.flatten((logs or {}).get("outputs", []))
-        self.progress.advance(int(rows[0].shape[0]) if rows else 0)
-
-
-def _token_logits(
-    model: keras.Model,
-    ds: tf.data.Dataset,
-    width: int,
-    outputs: Any = None,
-    counter: _RowCounter | None = None,
-) -> np.ndarray:
-    """Per-token logits [rows, width, tags] of batches trimmed to different widths.
-
-    Keras' predict() would join them into a ragged tensor through Python lists;
-    each batch is padded back to the encoded width in the graph instead, which is
-    traced once for the dataset's shapes (not once per batch width).
+    Keras' predict() retraces its step for new batch shapes, and makes a new one
+    per call, so each epoch's validation pass and the final evaluation paid for
+    several traces (seconds each for MiniLM on 2 cores); the dataset's spec, with
+    its unknown batch and length dimensions, serves every batch from one trace.
+    Per-token logits (``width`` set) are padded back to the encoded width in the
+    graph, so batches of different widths stack into one array; ``outputs``
+    (model, features) -> tensor replaces them (a task's `token_outputs`).
     """
-
-    # Traced once per model, dataset structure and width, and kept on the model:
-    # the per-epoch validation pass would otherwise retrace it every epoch.
-    cache = model.__dict__.setdefault("_tfsft_padded_logits", {})
+    cache = model.__dict__.setdefault("_tfsft_logits", {})
     key = (repr(ds.element_spec), width, getattr(outputs, "__qualname__", None))
     if key not in cache:
 
         @tf.function(input_signature=[ds.element_spec])
-        def padded_logits(x: dict[str, tf.Tensor]) -> tf.Tensor:
+        def logits(x: dict[str, tf.Tensor]) -> tf.Tensor:
             if outputs is None:
-                logits = tf.cast(model(x, training=False), tf.float32)
+                y = tf.cast(model(x, training=False), tf.float32)
             else:
-                logits = outputs(model, x)  # [rows, w, ...]
-            return tf.pad(logits, [[0, 0], [0, width - tf.shape(logits)[1]], [0, 0]])
+                y = outputs(model, x)  # [rows, w, ...]
+            if width is None:
+                return y
+            return tf.pad(y, [[0, 0], [0, width - tf.shape(y)[1]], [0, 0]])
 
-        cache[key] = padded_logits
-    padded_logits = cache[key]
-    batches = []
-    for x in ds:
-        batches.append(padded_logits(x).numpy())
-        if counter is not None:
-            counter.on_predict_batch_end(0, {"outputs": batches[-1]})
-    return np.concatenate(batches)
+        cache[key] = logits
+    return cache[key]
 
 
 def predict(
@@ -257,7 +239,9 @@ def read_inputs(path: str | Path, run: Run) -> tuple[list[dict[str, Any]], Any]:
 
 def config_widths(cfg: ExperimentConfig) -> list[int] | None:
     """The padded batch widths a config's length buckets allow."""
-    return bucket_widths(cfg.data.length_buckets, cfg.model.sequence_length)
+    return bucket_widths(
+        cfg.data.length_buckets, cfg.model.sequence_length, cfg.runtime.jit_compile
+    )
 
 
 def _loaded(run: Run | str | Path) -> Run:

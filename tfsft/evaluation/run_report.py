@@ -39,6 +39,7 @@ RUN_STATS = (
     "total_params",
     "replicas",
     "adapter_bytes",
+    "phase_seconds",
 )
 
 
@@ -167,6 +168,9 @@ def _header(
         )
     if "train_seconds" in metrics:
         facts.append(("train time", f"{metrics['train_seconds']:,.1f} s"))
+    if isinstance(phases := metrics.get("phase_seconds"), dict):  # re-reported runs
+        shown = ", ".join(f"{k} {v:,.1f}" for k, v in phases.items())
+        facts.append(("seconds by phase", shown))
     rates = [
         f"{metrics[k]:,.1f} {unit}/s"
         for k, unit in (

@@ -214,6 +214,20 @@ class Task:
         """
         return {}
 
+    def logit_metrics(self, logits: np.ndarray, encoded: Encoded) -> dict[str, float]:
+        """The compiled loss and metrics (what Keras' validation pass would log),
+        computed on the host from one prediction pass's logits [rows, ...].
+
+        The trainer validates this way on one device, so that the last epoch's
+        prediction pass also feeds the final report instead of being run again.
+        """
+        y = encoded.targets
+        out = {"loss": float(self.loss()(y, logits))}
+        for metric in self.metrics():
+            metric.update_state(y, logits)
+            out[metric.name] = float(metric.result())
+        return out
+
     def write_report(
         self,
         out_dir: Path,

@@ -8,14 +8,19 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 
-from tfsft.config import TrainConfig
+from tfsft.config import ExperimentConfig, TrainConfig
 from tfsft.console import emit_event
+from tfsft.data.encoded import Encoded
+from tfsft.data.labels import LabelSpec
 from tfsft.errors import TfsftError
+from tfsft.evaluation.inference import predict_logits
 from tfsft.progress import Stage
-from tfsft.tasks.base import Monitor
+from tfsft.tasks.base import Monitor, Task
+from tfsft.training.phases import PhaseClock
 from tfsft.training.resume import StepBackup, global_step
 
 log = logging.getLogger("tfsft")
@@ -97,6 +102,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.best = None
+        self.saved_epoch: int | None = None  # the epoch this fit() last saved
         if self.meta.is_file() and self.path.is_file():
             saved = json.loads(self.meta.read_text())
             if saved.get("monitor") == self.monitor:
@@ -123,7 +129,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         tmp.replace(self.path)
         record = {"monitor": self.monitor, "value": value, "epoch": epoch + 1}
         self.meta.write_text(json.dumps(record))
-        self.best = value
+        self.best, self.saved_epoch = value, epoch
 
 
 def load_best_weights(model: keras.Model, folder: Path) -> bool:
@@ -202,20 +208,72 @@ def _number(value: object) -> float | None:
 
 
 class EpochMetrics(keras.callbacks.Callback):
-    """Adds the task's host-side validation metrics (``val_<name>``) to epoch logs.
+    """Validates on the host after each epoch: one prediction pass over the
+    validation set, whose metrics go into the epoch logs as ``val_<name>``.
 
     Some metrics need whole examples put back together before they can be computed
     (entity F1 over sentences split into windows), which in-graph metrics cannot do
     batch by batch; as in TF Model Garden's aggregated validation logs, they are
-    computed here from the model's outputs over the validation set.
+    computed here from the model's outputs. Other tasks get their compiled loss and
+    metrics (`Task.logit_metrics`). The last pass's outputs are kept (``last``), so
+    the final report reuses them when the model still holds that epoch's weights.
     """
 
-    def __init__(self, compute: Callable[[keras.Model], dict[str, float]]) -> None:
+    def __init__(
+        self, compute: Callable[[keras.Model], tuple[Any, dict[str, float]]]
+    ) -> None:
         super().__init__()
         self.compute = compute
+        self.last: tuple[int, Any] | None = None  # (epoch, outputs)
+
+    @classmethod
+    def for_split(
+        cls,
+        cfg: ExperimentConfig,
+        task: Task,
+        validation: Encoded | None,
+        labels: LabelSpec,
+        widths: list[int] | None,
+        clock: PhaseClock | None = None,
+    ) -> EpochMetrics | None:
+        """The callback validating on ``validation`` (None without one), timed as
+        ``validation`` on ``clock``."""
+        if validation is None:
+            return None
+        clock = clock or PhaseClock()
+
+        def compute(model: keras.Model) -> tuple[Any, dict[str, float]]:
+            with clock.phase("validation"):
+                return _validate(model)
+
+        def _validate(model: keras.Model) -> tuple[Any, dict[str, float]]:
+            logits = predict_logits(
+                model, validation, cfg.train.batch_size, widths, task.token_outputs
+            )
+            outputs = task.outputs(logits, validation)
+            if task.epoch_metric_names:
+                return outputs, task.epoch_metrics(outputs, validation, labels)
+            return outputs, task.logit_metrics(logits, validation)
+
+        return cls(compute)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
-        for key, value in self.compute(self.model).items():
+        self.last = None  # a failure below must not leave an older epoch's outputs
+        outputs, metrics = self.compute(self.model)
+        for key, value in metrics.items():
             logs[f"val_{key}"] = value
+        self.last = (epoch, outputs)
+
+
+def validated_best(callbacks: list[keras.callbacks.Callback]) -> Any:
+    """The validation outputs of the epoch whose weights the model holds now, if
+    that epoch is also the best checkpoint saved by this fit (else None: load the
+    best weights and predict again)."""
+    host = next((c for c in callbacks if isinstance(c, EpochMetrics)), None)
+    best = next((c for c in callbacks if isinstance(c, BestCheckpoint)), None)
+    if host is None or best is None or host.last is None:
+        return None
+    epoch, outputs = host.last
+    return outputs if best.saved_epoch == epoch else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tfsft.models.peft import detached, merge_lora, peft_state
 from tfsft.models.peft.adapter_io import save_adapter
 from tfsft.runs import write_json
 from tfsft.tasks.base import Task
+from tfsft.training.phases import PhaseClock
 
 
 def report_splits(
@@ -31,11 +33,14 @@ def report_splits(
     encoded: dict[str, Encoded],
     labels: LabelSpec,
     widths: list[int] | None,
+    validation_outputs: Any = None,
 ) -> dict[str, Any]:
     """Evaluates the validation and test splits and writes their reports.
 
     The validation report goes into the run dir, the test report into
     ``<run>/test/``; the returned metrics carry the test ones as ``test_<name>``.
+    ``validation_outputs``: the task's outputs for the validation split if they
+    are already known (the last epoch's validation pass); not predicted again.
     """
     metrics: dict[str, Any] = {}
     for name in ("validation", "test"):
@@ -43,9 +48,11 @@ def report_splits(
         if examples is None:
             continue
         batch = cfg.train.batch_size
-        outputs = predict_outputs(
-            model, task, encoded[name], batch, widths, f"evaluating {name}"
-        )
+        outputs = validation_outputs if name == "validation" else None
+        if outputs is None:
+            outputs = predict_outputs(
+                model, task, encoded[name], batch, widths, f"evaluating {name}"
+            )
         out_dir = run_dir if name == "validation" else run_dir / name
         split_metrics = task.write_report(
             out_dir, examples, encoded[name], outputs, labels, cfg.evaluate
@@ -53,6 +60,20 @@ def report_splits(
         prefix = "" if name == "validation" else "test_"
         metrics |= {f"{prefix}{k}": v for k, v in split_metrics.items()}
     return metrics
+
+
+def run_stats(
+    seconds: float, steps: int, steps_per_epoch: int, batch_size: int, train: Encoded
+) -> dict[str, float]:
+    """Training throughput over ``steps`` steps done in ``seconds`` (this session)."""
+    seconds = max(seconds, 1e-9)
+    # Real (non-padding) tokens: the unit decoder benchmarks compare.
+    tokens = float(train.lengths().sum()) * steps / steps_per_epoch
+    return {
+        "train_seconds": round(seconds, 2),
+        "train_examples_per_second": round(steps * batch_size / seconds, 2),
+        "train_tokens_per_second": round(tokens / seconds, 1),
+    }
 
 
 def save_run(
@@ -64,6 +85,7 @@ def save_run(
     cfg: ExperimentConfig,
     labels: LabelSpec,
     lengths: np.ndarray | None = None,
+    clock: PhaseClock | None = None,
 ) -> dict[str, list[float]]:
     """Writes metrics.json, the model, the plots and the report; returns the history.
 
@@ -76,7 +98,11 @@ def save_run(
     Then come the training curves, the histogram of ``lengths`` (the training
     rows' token counts [rows]) and ``report.html`` / ``report.md``
     (`tfsft.evaluation.run_report`), last, so a failure there costs no model.
+    With a ``clock``, metrics.json ends with ``phase_seconds`` (the run's wall time
+    by phase, `tfsft.training.phases`), rewritten once the report is done.
     """
+    clock = clock or PhaseClock()
+    began = time.perf_counter()
     if (state := peft_state(model)) is not None:
         metrics["adapter_bytes"] = save_adapter(model, run_dir / "adapter", cfg, labels)
         if state.cfg.method == "lora":
@@ -90,8 +116,12 @@ def save_run(
     task.save_extras(run_dir / "model", preprocessor)
     model.optimizer = optimizer
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
+    clock.add("save", time.perf_counter() - began)
     history = read_history(run_dir / "history.csv")
-    finish_report(run_dir, history, lengths, cfg.model.sequence_length)
+    with clock.phase("report"):
+        finish_report(run_dir, history, lengths, cfg.model.sequence_length)
+    metrics["phase_seconds"] = clock.report()
+    write_json(run_dir / "metrics.json", metrics)
     return history
 
 

@@ -28,7 +28,6 @@ from tfsft.data.labels import LabelSpec
 from tfsft.data.sources import describe_skipped
 from tfsft.data.splits import Splits, load_splits
 from tfsft.errors import Interrupted
-from tfsft.evaluation.inference import predict_outputs
 from tfsft.models.backbones import resolve_preset
 from tfsft.models.build import build_model
 from tfsft.models.freeze import count_params
@@ -42,6 +41,7 @@ from tfsft.training.callbacks import (
     TrainProgress,
     load_best_weights,
     make_callbacks,
+    validated_best,
 )
 from tfsft.training.distribute import (
     build_for_fit,
@@ -52,15 +52,21 @@ from tfsft.training.distribute import (
     worker_label,
 )
 from tfsft.training.feed import Feed, make_feed
-from tfsft.training.finish import report_splits, save_run
+from tfsft.training.finish import report_splits, run_stats, save_run
 from tfsft.training.layerwise import (
     GradualUnfreezing,
     build_for_unfreezing,
     layer_lr_factors,
 )
 from tfsft.training.optim import make_optimizer
+from tfsft.training.phases import FitPhases, PhaseClock
 from tfsft.training.resume import restore_backup
-from tfsft.training.strategy import make_strategy, seed_everything, set_precision
+from tfsft.training.strategy import (
+    make_strategy,
+    precision_probe,
+    seed_everything,
+    set_precision,
+)
 
 log = logging.getLogger("tfsft")
 
@@ -96,14 +102,18 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
     )
 
 
-def prepare_data(cfg: ExperimentConfig) -> TrainingData:
-    """Reads every split, builds the label space and encodes the splits.
+def prepare_data(
+    cfg: ExperimentConfig, clock: PhaseClock | None = None
+) -> TrainingData:
+    """Reads every split, builds the label space and encodes the splits (timed as
+    ``read_data`` and ``tokenize`` on ``clock``, if given).
 
     Raises:
         DataError: for any problem with the data, naming the file, row and field.
     """
     task = get_task(cfg)
-    with stage("reading data") as reading:
+    clock = clock or PhaseClock()
+    with stage("reading data") as reading, clock.phase("read_data"):
         splits = load_splits(cfg)
         reading.update(sum(len(examples) for _, examples in splits.items()))
     for _, examples in splits.items():
@@ -113,11 +123,15 @@ def prepare_data(cfg: ExperimentConfig) -> TrainingData:
     for _, examples in splits.items():  # every split's problems before any loading
         task.check_targets(examples, labels, cfg.data)
     preset = resolve_preset(cfg.model.preset)
-    preprocessor = task.load_preprocessor(preset, cfg.model.sequence_length)
+    with clock.phase("tokenize"):
+        preprocessor = task.load_preprocessor(preset, cfg.model.sequence_length)
     encoded = {}
     for name, examples in splits.items():
         encode = task.encode_train if name == "train" else task.encode
-        with stage(f"tokenizing {name}", len(examples)) as tokenizing:
+        with (
+            stage(f"tokenizing {name}", len(examples)) as tokenizing,
+            clock.phase("tokenize"),
+        ):
             encoded[name] = encode(examples, preprocessor, labels, cfg)
             tokenizing.update(len(examples))
     return TrainingData(task, splits, labels, preprocessor, encoded)
@@ -142,14 +156,19 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     Returns:
         The `Run`, with the trained Keras model and the validation metrics.
     """
+    clock = PhaseClock()
     # The strategy comes first: multi-worker and TPU strategies configure the TF
     # runtime, which is only possible before it has run anything.
     strategy = make_strategy(cfg.runtime)
     check_supported(cfg, strategy)  # fail before any work
+    # auto may time the model in both policies first (once per machine), which
+    # draws random weights: seeding comes after, so that it changes no result.
+    with clock.phase("precision"):
+        probe = precision_probe(cfg, strategy.num_replicas_in_sync)
+        policy = set_precision(cfg.runtime.precision, strategy, probe)
     seed_everything(cfg.train.seed)
-    policy = set_precision(cfg.runtime.precision, strategy)  # auto: bf16 on TPU
     # Data problems surface before a run dir exists, so bad input leaves no debris.
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, clock)
     monitor = data.task.monitor(cfg.train.monitor, data.splits.validation is not None)
 
     chief = is_chief(strategy)
@@ -173,7 +192,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
         replicas=strategy.num_replicas_in_sync,
     )
     try:
-        run = _run(cfg, strategy, run_dir, data, monitor, verbose)
+        run = _run(cfg, strategy, run_dir, data, monitor, verbose, clock)
     except (KeyboardInterrupt, Interrupted):
         write_status(run_dir, "interrupted")
         raise
@@ -202,17 +221,33 @@ def _run(
     data: TrainingData,
     monitor: Any,
     verbose: int | None,
+    clock: PhaseClock,
 ) -> Run:
     tc = cfg.train
     replicas = strategy.num_replicas_in_sync
-    # A task with host-side epoch metrics validates in one pass of its own.
-    keras_validation = not data.task.epoch_metric_names
-    validation = data.encoded.get("validation") if keras_validation else None
+    # Validation is one prediction pass on the host (`EpochMetrics`), whose last
+    # outputs the final report reuses; Keras' own pass remains for the sequence
+    # tasks under a multi-replica strategy, where predict() is a collective.
+    host_validation = bool(data.task.epoch_metric_names) or replicas == 1
+    validation = None if host_validation else data.encoded.get("validation")
     feed = make_feed(cfg, strategy, data.encoded["train"], validation)
-    model, start_step = _build(cfg, strategy, run_dir, data.labels, feed)
+    with clock.phase("build"):
+        model, start_step = _build(cfg, strategy, run_dir, data.labels, feed)
     trainable, total = count_params(model)
     _log_start(cfg, data, feed, trainable, total, start_step)
-    callbacks = make_callbacks(run_dir, tc, monitor, _epoch_metrics(cfg, data, feed))
+    epoch_metrics = (
+        EpochMetrics.for_split(
+            cfg,
+            data.task,
+            data.encoded.get("validation"),
+            data.labels,
+            feed.widths,
+            clock,
+        )
+        if host_validation
+        else None
+    )
+    callbacks = [FitPhases(clock), *make_callbacks(run_dir, tc, monitor, epoch_metrics)]
     if tc.gradual_unfreezing is not None:
         callbacks.append(GradualUnfreezing(tc.gradual_unfreezing, feed.steps_per_epoch))
     callbacks += data.task.callbacks(
@@ -241,6 +276,7 @@ def _run(
         if resume_at < total_steps:
             _fit_steps(model, feed, resume_at, total_steps, callbacks, keras_verbose)
     seconds = time.perf_counter() - start
+    clock.add("fit", seconds)
     if not is_chief(strategy):
         return Run(run_dir, cfg, data.labels)  # the chief evaluates and saves
     if replicas > 1:
@@ -249,38 +285,27 @@ def _run(
         # have to join (and Keras re-orders its outputs for auto-sharded data), and
         # the returned model should predict anywhere, without the strategy.
         model = _single_device_copy(model, cfg, data.labels, total_steps)
-    load_best_weights(model, run_dir / "checkpoints")
-
-    metrics = report_splits(
-        model,
-        data.task,
-        cfg,
-        run_dir,
-        data.splits,
-        data.encoded,
-        data.labels,
-        feed.widths,
-    )
-    metrics |= {
-        "train_seconds": round(seconds, 2),
-        "train_examples_per_second": round(
-            min(total_steps - start_step, total_steps)
-            * tc.batch_size
-            / max(seconds, 1e-9),
-            2,
-        ),
-        # Real (non-padding) tokens: the unit decoder benchmarks compare.
-        "train_tokens_per_second": round(
-            float(data.encoded["train"].lengths().sum())
-            * (total_steps - start_step)
-            / feed.steps_per_epoch
-            / max(seconds, 1e-9),
-            1,
-        ),
-        "trainable_params": trainable,
-        "total_params": total,
-        "replicas": replicas,
-    }
+    # The best epoch was the last one validated: the model holds its weights, and
+    # its validation outputs are the report's (no second pass).
+    validated = validated_best(callbacks) if replicas == 1 else None
+    with clock.phase("evaluate"):
+        if validated is None:
+            load_best_weights(model, run_dir / "checkpoints")
+        metrics = report_splits(
+            model,
+            data.task,
+            cfg,
+            run_dir,
+            data.splits,
+            data.encoded,
+            data.labels,
+            feed.widths,
+            validated,
+        )
+    steps_done = min(total_steps - start_step, total_steps)
+    metrics |= run_stats(seconds, steps_done, spe, tc.batch_size, data.encoded["train"])
+    metrics |= {"trainable_params": trainable, "total_params": total}
+    metrics["replicas"] = replicas
     history = save_run(
         model,
         data.task,
@@ -290,6 +315,7 @@ def _run(
         cfg,
         data.labels,
         lengths=data.encoded["train"].lengths(),
+        clock=clock,
     )
     return Run(run_dir, cfg, data.labels, model=model, metrics=metrics, history=history)
 
@@ -309,6 +335,10 @@ def _build(
             build_for_unfreezing(model, cfg.train.gradual_unfreezing)
         # Inside the scope: the optimizer's slots must be created by the strategy.
         start_step = restore_backup(model, run_dir / "backup")
+        # Before fit: tf.function traces a first call that creates variables (the
+        # slots) twice, which cost ~9 s of MiniLM's 25 s first step on 2 cores.
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
     if feed.element_spec is not None:
         build_for_fit(model, strategy, feed.element_spec)
     return model, start_step
@@ -341,22 +371,6 @@ def _fit_steps(
         verbose=verbose,
         shuffle=False,  # the planned stream is already shuffled, per epoch
     )
-
-
-def _epoch_metrics(
-    cfg: ExperimentConfig, data: TrainingData, feed: Feed
-) -> EpochMetrics | None:
-    """The host-side validation metrics callback, for tasks that declare any."""
-    validation = data.encoded.get("validation")
-    if validation is None or not data.task.epoch_metric_names:
-        return None
-
-    def compute(model: keras.Model) -> dict[str, float]:
-        batch, task = cfg.train.batch_size, data.task
-        outputs = predict_outputs(model, task, validation, batch, feed.widths)
-        return task.epoch_metrics(outputs, validation, data.labels)
-
-    return EpochMetrics(compute)
 
 
 def _log_start(

@@ -213,6 +213,7 @@ def forget_traced_functions(model: keras.Model) -> None:
         if getattr(owner, "generate_function", None) is not None:
             owner.generate_function = None
         owner.__dict__.pop("_tfsft_generate", None)
+        owner.__dict__.pop("_tfsft_logits", None)  # tfsft.evaluation.inference
 
 
 def lora_layers(model: keras.Model) -> list[LoraDense]:
