@@ -1,4 +1,5 @@
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ from tensorflow_serving.apis import (
 
 import tfsft
 from tfsft.config import validate_config
-from tfsft.export.saved_model import export_model
+from tfsft.export.saved_model import TRIM_MULTIPLE, export_model, trim_padding
 from tfsft.export.serve import ServeOptions, Server
 
 
@@ -218,6 +219,136 @@ def test_concurrent_requests_are_batched_without_errors(served):
         )
     assert all(code == 200 for code, _ in results)
     assert all(len(body["predictions"]) == 1 for _, body in results)
+
+
+def test_trim_padding_cuts_only_columns_no_row_uses():
+    mask = tf.constant([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], [1] * 9 + [0] * 3])
+    features = {"token_ids": mask * 7, "padding_mask": mask}
+    out = trim_padding(features)
+    assert out["token_ids"].shape == (2, min(2 * TRIM_MULTIPLE, 12))
+    np.testing.assert_array_equal(out["token_ids"], features["token_ids"][:, :12])
+    short = trim_padding({"padding_mask": tf.constant([[True, True, False, False]])})
+    assert short["padding_mask"].shape == (1, 4)  # rounded up, never past the end
+    long = tf.constant([[1] * 10 + [0] * 30])
+    assert trim_padding({"padding_mask": long})["padding_mask"].shape == (1, 16)
+    # Left padding uses the last column: nothing is cut.
+    left = tf.constant([[0] * 30 + [1] * 10])
+    assert trim_padding({"padding_mask": left})["padding_mask"].shape == (1, 40)
+    empty = tf.zeros([3, 0], tf.int32)
+    assert trim_padding({"padding_mask": empty})["padding_mask"].shape == (3, 0)
+
+
+def test_trimmed_signature_gives_the_same_predictions_at_every_batch_length(served):
+    """The raw-text signature runs on the batch's own length: a text's outputs do
+    not depend on its companions (short, long, truncated) and equal the run's."""
+    server, run, _ = served
+    texts = [
+        "ok",
+        "great wonderful film",
+        "awful boring plot that went on and on without any point at all",
+        "word " * 80,  # truncated at the sequence length
+    ]
+    signature = server.store.get("sent").function("serving_default")
+    together = signature(text=tf.constant(texts))
+    expected = tfsft.predict(run, texts)
+    for i, text in enumerate(texts):
+        alone = signature(text=tf.constant([text]))
+        assert alone["labels"].numpy()[0] == together["labels"].numpy()[i]
+        np.testing.assert_allclose(
+            alone["probabilities"].numpy()[0],
+            together["probabilities"].numpy()[i],
+            atol=1e-6,
+        )
+        assert together["labels"].numpy()[i].decode() == expected[i]["label"]
+        assert together["probabilities"].numpy()[i] == pytest.approx(
+            list(expected[i]["probabilities"].values()), abs=1e-5
+        )
+
+
+def test_concurrent_distinct_requests_each_get_their_own_answer(served):
+    server, _, _ = served
+    texts = [
+        f"review {i}: " + "great " * (i % 7) + "boring " * (i % 5) for i in range(48)
+    ]
+    single = {
+        t: _call(server, "/v1/models/sent:predict", {"instances": [t]})[1]
+        for t in texts[:6]
+    }
+    calls_before = server.batcher.calls
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        results = list(
+            pool.map(
+                lambda t: _call(server, "/v1/models/sent:predict", {"instances": [t]}),
+                texts,
+            )
+        )
+    assert all(code == 200 for code, _ in results)
+    assert server.batcher.calls - calls_before < len(texts)  # merged into batches
+    direct = server.store.get("sent").function("serving_default")(
+        text=tf.constant(texts)
+    )
+    for i, (_, body) in enumerate(results):
+        (row,) = body["predictions"]
+        assert row["labels"] == direct["labels"].numpy()[i].decode()
+        assert row["probabilities"] == pytest.approx(
+            direct["probabilities"].numpy()[i].tolist(), abs=1e-6
+        )
+        if texts[i] in single:
+            assert row["labels"] == single[texts[i]]["predictions"][0]["labels"]
+
+
+def _answers(data):
+    """The complete HTTP answers (status code, JSON body) at the start of data."""
+    answers = []
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        length = int(fields[b"content-length"])
+        if len(rest) < length:
+            break
+        answers.append((int(head.split(b" ")[1]), fields, json.loads(rest[:length])))
+        data = rest[length:]
+    return answers
+
+
+def _raw_exchange(server, requests, expect):
+    """Sends raw HTTP requests on one connection; returns ``expect`` answers and
+    whether the server closed the connection after them."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"".join(requests))
+        data = b""
+        while len(_answers(data)) < expect:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection early"
+            data += chunk
+        sock.settimeout(2)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return _answers(data), closed
+
+
+def test_keep_alive_answers_pipelined_requests_in_order(served):
+    server, _, _ = served
+    bodies = [json.dumps({"instances": [t]}).encode() for t in ("good", "bad film")]
+    requests = [
+        b"POST /v1/models/sent:predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+        for b in bodies
+    ]
+    requests.append(b"GET /v1/models/sent HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers, closed = _raw_exchange(server, requests, expect=3)
+    assert [code for code, _, _ in answers] == [200, 200, 200] and not closed
+    assert all(f[b"content-type"] == b"application/json" for _, f, _ in answers)
+    assert len(answers[0][2]["predictions"]) == 1
+    assert len(answers[1][2]["predictions"]) == 1
+    assert "model_version_status" in answers[2][2]
+    # HTTP/1.0 without keep-alive: one answer, then the server closes.
+    answers, closed = _raw_exchange(
+        server, [b"GET /v1/models/sent HTTP/1.0\r\n\r\n"], expect=1
+    )
+    assert answers[0][0] == 200 and closed
 
 
 def test_new_version_is_picked_up_without_restart(served):

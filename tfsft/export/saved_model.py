@@ -32,6 +32,7 @@ from tfsft.models.peft import peft_state
 from tfsft.progress import stage
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
+from tfsft.tasks.sequence import SequenceTask
 
 
 class ServingModule(tf.Module):
@@ -129,6 +130,45 @@ def _unmerged(run: Run) -> Run:
     return Run(run.dir, run.config, run.labels, model=model, metrics=run.metrics)
 
 
+class TrimPadding:
+    """The preprocessor, with the padding columns that no row of the batch uses cut
+    off its outputs (rounded up to a multiple of `TRIM_MULTIPLE` tokens).
+
+    The preprocessor pads every text to ``model.sequence_length``; a sentence
+    classifier's outputs do not depend on masked padding (attention and pooling
+    skip it), so the raw-text signature computes the same predictions (up to float
+    rounding) on the batch's own length: for short sentences a fraction of the
+    work. Only for sequence tasks (classification, multi-label, regression), whose
+    outputs hold no per-token dimension.
+    """
+
+    def __init__(self, preprocessor: Any) -> None:
+        self.preprocessor = preprocessor
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return trim_padding(self.preprocessor(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.preprocessor, name)
+
+
+TRIM_MULTIPLE = 8
+
+
+def trim_padding(features: Any) -> Any:
+    """``features`` (token tensors [batch, length] with a ``padding_mask``) cut
+    after the last column any row uses, rounded up to a multiple of
+    `TRIM_MULTIPLE` (fewer distinct shapes for the kernels to prepare), never
+    beyond the padded length. Left-padded rows use the last column: nothing is
+    cut then."""
+    used = tf.reduce_any(tf.cast(features["padding_mask"], tf.bool), axis=0)
+    full = tf.shape(used)[0]
+    last = tf.reduce_max(tf.where(used, tf.range(1, full + 1), 0))
+    rounded = (last + TRIM_MULTIPLE - 1) // TRIM_MULTIPLE * TRIM_MULTIPLE
+    length = tf.minimum(tf.maximum(rounded, 1), full)
+    return {k: v[:, :length] for k, v in features.items()}
+
+
 def saved_model_of(model: Any) -> Any:
     """The model to save: the one a training wrapper holds (the causal LM's
     `SFTCausalLM`, which Keras cannot serialise), else the model itself."""
@@ -147,8 +187,12 @@ def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
     with_text = not tokens_only
     # Steps: trace the signatures, write the SavedModel, (the Keras forms).
     with stage("exporting", 2 if tokens_only else 3, "steps") as progress:
-        signatures = get_task(run.config).serving_signatures(
-            run.model, run.model.preprocessor, run.labels, run.config, with_text
+        task = get_task(run.config)
+        preprocessor = run.model.preprocessor
+        if with_text and isinstance(task, SequenceTask):
+            preprocessor = TrimPadding(preprocessor)
+        signatures = task.serving_signatures(
+            run.model, preprocessor, run.labels, run.config, with_text
         )
         assets = _write_assets(run, staging, signatures)
         module = ServingModule(run, assets, with_text=with_text)

@@ -41,7 +41,7 @@ class Server:
             self.store = ModelStore(base, opts.poll_seconds)
         except FileNotFoundError as e:
             raise TfsftError(str(e)) from None
-        batcher = Batcher(opts.max_batch_size, opts.batch_timeout_ms)
+        self.batcher = batcher = Batcher(opts.max_batch_size, opts.batch_timeout_ms)
         max_body = int(opts.max_body_mb * 2**20)
         try:
             self.rest = RestServer(
