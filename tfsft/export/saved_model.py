@@ -32,7 +32,6 @@ from tfsft.models.peft import peft_state
 from tfsft.progress import stage
 from tfsft.runs import Run, load_run
 from tfsft.tasks import get_task
-from tfsft.tasks.sequence import SequenceTask
 
 
 class ServingModule(tf.Module):
@@ -138,8 +137,9 @@ class TrimPadding:
     classifier's outputs do not depend on masked padding (attention and pooling
     skip it), so the raw-text signature computes the same predictions (up to float
     rounding) on the batch's own length: for short sentences a fraction of the
-    work. Only for sequence tasks (classification, multi-label, regression), whose
-    outputs hold no per-token dimension.
+    work. Only for tasks that declare ``serving_trims_padding`` (the sequence tasks:
+    classification, multi-label, regression), whose outputs hold no per-token
+    dimension.
     """
 
     def __init__(self, preprocessor: Any) -> None:
@@ -189,7 +189,7 @@ def _write_export(run: Run, target: Path, tokens_only: bool) -> None:
     with stage("exporting", 2 if tokens_only else 3, "steps") as progress:
         task = get_task(run.config)
         preprocessor = run.model.preprocessor
-        if with_text and isinstance(task, SequenceTask):
+        if with_text and task.serving_trims_padding:
             preprocessor = TrimPadding(preprocessor)
         signatures = task.serving_signatures(
             run.model, preprocessor, run.labels, run.config, with_text

@@ -69,6 +69,9 @@ class Task:
     # Whether `tfsft serve` adds `decode_serving`'s JSON to REST row-format
     # responses (for outputs that are awkward as tensors, such as entity lists).
     serving_json: ClassVar[bool] = False
+    # Whether the raw-text serving signature may cut a batch's unused padding
+    # columns (outputs with no per-token dimension: `tfsft.export.saved_model`).
+    serving_trims_padding: ClassVar[bool] = False
 
     # --- data -------------------------------------------------------------------
     def load_examples(

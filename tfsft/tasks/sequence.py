@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 class SequenceTask(Task):
     """Shared hooks; subclasses define targets, loss, metrics and decoding."""
 
+    serving_trims_padding = True  # one output row per text: padding never shows
+
     def load_examples(
         self, spec: str, cfg: DataConfig, split: str, require_targets: bool = True
     ) -> Examples:
