@@ -207,16 +207,21 @@ def test_grpc_predict_and_metadata_with_the_real_client(served):
     channel.close()
 
 
-def test_concurrent_requests_are_batched_without_errors(served):
-    server, _, _ = served
-    texts = [f"review {i} was great" for i in range(40)]
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        results = list(
+def _predict_each(server, texts, workers):
+    """One single-instance :predict request per text, sent concurrently."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
             pool.map(
                 lambda t: _call(server, "/v1/models/sent:predict", {"instances": [t]}),
                 texts,
             )
         )
+
+
+def test_concurrent_requests_are_batched_without_errors(served):
+    server, _, _ = served
+    texts = [f"review {i} was great" for i in range(40)]
+    results = _predict_each(server, texts, workers=20)
     assert all(code == 200 for code, _ in results)
     assert all(len(body["predictions"]) == 1 for _, body in results)
 
@@ -275,13 +280,7 @@ def test_concurrent_distinct_requests_each_get_their_own_answer(served):
         for t in texts[:6]
     }
     calls_before = server.batcher.calls
-    with ThreadPoolExecutor(max_workers=24) as pool:
-        results = list(
-            pool.map(
-                lambda t: _call(server, "/v1/models/sent:predict", {"instances": [t]}),
-                texts,
-            )
-        )
+    results = _predict_each(server, texts, workers=24)
     assert all(code == 200 for code, _ in results)
     assert server.batcher.calls - calls_before < len(texts)  # merged into batches
     direct = server.store.get("sent").function("serving_default")(
