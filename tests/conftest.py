@@ -95,6 +95,21 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test() -> Any:
+    """Keras' dtype policy is process-wide and pytest-xdist runs many tests in one
+    process: a test that leaves e.g. mixed_float16 behind would make unrelated later
+    tests compute in float16 on some workers only. Such a leak fails its own test."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return
+    left = keras.config.dtype_policy().name
+    if left != "float32":
+        keras.mixed_precision.set_global_policy("float32")
+        pytest.fail(f"the test left Keras' global dtype policy at {left}")
+
+
 def tiny_config(
     name: str, output_dir: Path, **sections: dict[str, Any]
 ) -> dict[str, Any]:

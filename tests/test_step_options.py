@@ -200,6 +200,9 @@ def test_mixed_precision_runs_train_and_reload(tmp_path, precision):
     )
     run = tfsft.train(validate_config(raw), verbose=0)
     assert np.isfinite(run.metrics["loss"])
+    # The run's layers keep its policy; the caller's global one is given back.
+    assert keras.config.dtype_policy().name == "float32"
+    assert run.model.backbone.dtype_policy.name == precision
     if precision == "mixed_float16":  # Keras adds dynamic loss scaling
         assert isinstance(run.model.optimizer, keras.optimizers.LossScaleOptimizer)
     reloaded = tfsft.load_run(run.dir).model

@@ -156,6 +156,16 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
     Returns:
         The `Run`, with the trained Keras model and the validation metrics.
     """
+    # Keras' dtype policy is process-wide: the run sets it for the layers it
+    # builds (which keep it), then gives the caller back the one it had.
+    previous = keras.config.dtype_policy()
+    try:
+        return _train(cfg, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(cfg: ExperimentConfig, verbose: int | None) -> Run:
     clock = PhaseClock()
     # The strategy comes first: multi-worker and TPU strategies configure the TF
     # runtime, which is only possible before it has run anything.
