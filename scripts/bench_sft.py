@@ -592,8 +592,8 @@ def child_base(spec: dict[str, Any]) -> dict[str, Any]:
     from tfsft.tasks.causal_lm import response_metrics
     from tfsft.tasks.causal_lm.generation import generate_texts
     from tfsft.tasks.causal_lm.samples import prompt_and_reference
+    from tfsft.training.prepare import prepare_data
     from tfsft.training.strategy import seed_everything, set_precision
-    from tfsft.training.trainer import prepare_data
 
     cfg = tfsft.load_config(spec["config"], spec["overrides"])
     seed_everything(cfg.train.seed)

@@ -162,8 +162,8 @@ def base_loss(out: Path, overrides: list[str]) -> None:
     from tfsft.evaluation.inference import config_widths, predict_outputs
     from tfsft.models.build import build_model
     from tfsft.tasks.causal_lm import response_metrics
+    from tfsft.training.prepare import prepare_data
     from tfsft.training.strategy import seed_everything, set_precision
-    from tfsft.training.trainer import prepare_data
 
     cfg = tfsft.load_config(SFT, overrides)
     seed_everything(cfg.train.seed)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfsft.errors import TfsftError
-from tfsft.training.callbacks import BestCheckpoint, load_best_weights
+from tfsft.training.callbacks import BestCheckpoint, EpochMetrics, load_best_weights
 
 
 def _model():
@@ -111,3 +111,36 @@ def test_min_mode_monitor_keeps_the_lowest_epoch(tmp_path):
     assert best["epoch"] == int(np.argmin(maes)) + 1
     # The kept weights are those of that epoch: the report's MAE is its MAE.
     assert run.metrics["mae"] == pytest.approx(min(maes), rel=1e-2)
+
+
+class _Recorder:
+    """Stands in for the run's progress display: records the phase it is told."""
+
+    def __init__(self):
+        self.phases = []
+
+    def update(self, done=None, **fields):
+        if "phase" in fields:
+            self.phases.append(fields["phase"])
+
+
+def test_host_validation_shows_as_validating_on_the_progress_line():
+    seen = []
+    recorder = _Recorder()
+
+    def compute(model):
+        seen.append(list(recorder.phases))  # what the display says mid-pass
+        if len(seen) == 2:
+            raise RuntimeError("validation failed")
+        return "outputs", {"accuracy": 0.5}
+
+    cb = EpochMetrics(compute)
+    cb.set_model(_model())
+    cb.stage = recorder
+    logs = {}
+    cb.on_epoch_end(0, logs)
+    assert seen[0] == ["validating"] and recorder.phases == ["validating", None]
+    assert logs == {"val_accuracy": 0.5} and cb.last == (0, "outputs")
+    with pytest.raises(RuntimeError):
+        cb.on_epoch_end(1, {})
+    assert recorder.phases[-1] is None and cb.last is None  # cleared on failure too

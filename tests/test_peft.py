@@ -42,7 +42,7 @@ def _batch(n=8, length=12, seed=0):
 
 
 def _compiled(cfg, steps=2):
-    from tfsft.training.trainer import compile_model
+    from tfsft.training.build import compile_model
 
     model = build_model(cfg.model, 2, cfg.task, cfg.peft)
     compile_model(model, cfg, total_steps=steps)

@@ -33,12 +33,12 @@ __version__ = "0.1.0"
 # `import tfsft` stay fast.
 _LAZY = {
     "train": "tfsft.training.trainer",
-    "compile_model": "tfsft.training.trainer",
+    "compile_model": "tfsft.training.build",
     "predict": "tfsft.evaluation.inference",
     "evaluate": "tfsft.evaluation.inference",
     "Run": "tfsft.runs",
     "load_run": "tfsft.runs",
-    "prepare_data": "tfsft.training.trainer",
+    "prepare_data": "tfsft.training.prepare",
     "get_task": "tfsft.tasks",
     "load_splits": "tfsft.data.splits",
     "make_dataset": "tfsft.data.pipeline",

@@ -225,6 +225,9 @@ class EpochMetrics(keras.callbacks.Callback):
         super().__init__()
         self.compute = compute
         self.last: tuple[int, Any] | None = None  # (epoch, outputs)
+        # The run's progress display, told while the pass runs (it is no
+        # Keras test loop, so TrainProgress.on_test_begin never hears of it).
+        self.stage: Stage | None = None
 
     @classmethod
     def for_split(
@@ -261,7 +264,13 @@ class EpochMetrics(keras.callbacks.Callback):
         if logs is None:
             return
         self.last = None  # a failure below must not leave an older epoch's outputs
-        outputs, metrics = self.compute(self.model)
+        if self.stage is not None:
+            self.stage.update(phase="validating")
+        try:
+            outputs, metrics = self.compute(self.model)
+        finally:
+            if self.stage is not None:
+                self.stage.update(phase=None)
         for key, value in metrics.items():
             logs[f"val_{key}"] = value
         self.last = (epoch, outputs)

@@ -1,8 +1,9 @@
 """`train(cfg)`: data -> model -> fit + callbacks -> best weights -> report.
 
 The steps, each a function: `prepare_data` (read, label, encode: every data problem
-surfaces before a run dir exists), `make_feed` (plan every batch), `_build`
-(backbone + head inside the strategy, restored from a backup when resuming),
+surfaces before a run dir exists; `tfsft.training.prepare`), `make_feed` (plan every
+batch), `build_compiled` (backbone + head inside the strategy, restored from a backup
+when resuming; `tfsft.training.build`),
 `_fit_steps` (Keras fit over global steps), then `report_splits` and `save_run`.
 Nothing here knows which task it trains: it asks the task (`tfsft.tasks`).
 """
@@ -15,7 +16,6 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,11 @@ import keras
 import tensorflow as tf
 
 from tfsft.config import ExperimentConfig
-from tfsft.data.encoded import Encoded
-from tfsft.data.labels import LabelSpec
-from tfsft.data.sources import describe_skipped
-from tfsft.data.splits import Splits, load_splits
 from tfsft.errors import Interrupted
-from tfsft.models.backbones import resolve_preset
-from tfsft.models.build import build_model
 from tfsft.models.freeze import count_params
-from tfsft.models.remat import AUTO_MIN_TOKENS, enable_block_remat
 from tfsft.progress import stage
 from tfsft.runs import Run, open_run_dir, write_status
-from tfsft.tasks import get_task
-from tfsft.tasks.base import Task
+from tfsft.training.build import build_compiled, single_device_copy
 from tfsft.training.callbacks import (
     EpochMetrics,
     TrainProgress,
@@ -44,7 +36,6 @@ from tfsft.training.callbacks import (
     validated_best,
 )
 from tfsft.training.distribute import (
-    build_for_fit,
     check_supported,
     is_chief,
     num_workers,
@@ -55,12 +46,9 @@ from tfsft.training.feed import Feed, make_feed
 from tfsft.training.finish import report_splits, run_stats, save_run
 from tfsft.training.layerwise import (
     GradualUnfreezing,
-    build_for_unfreezing,
-    layer_lr_factors,
 )
-from tfsft.training.optim import make_optimizer
 from tfsft.training.phases import FitPhases, PhaseClock
-from tfsft.training.resume import restore_backup
+from tfsft.training.prepare import TrainingData, log_plan, prepare_data
 from tfsft.training.strategy import (
     make_strategy,
     precision_probe,
@@ -69,72 +57,6 @@ from tfsft.training.strategy import (
 )
 
 log = logging.getLogger("tfsft")
-
-
-@dataclass
-class TrainingData:
-    """A run's data, read, labelled and encoded once."""
-
-    task: Task
-    splits: Splits
-    labels: LabelSpec
-    preprocessor: Any
-    encoded: dict[str, Encoded]  # by split name
-
-
-def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -> None:
-    """Compiles ``model`` with the task's loss and metrics, AdamW and its schedule."""
-    task = get_task(cfg)
-    if cfg.train.gradient_checkpointing:
-        auto = cfg.train.gradient_checkpointing == "auto"
-        enable_block_remat(model.backbone, AUTO_MIN_TOKENS if auto else 0)
-    optimizer = make_optimizer(cfg.train, total_steps)
-    if cfg.train.layer_lr_decay is not None:
-        factors = layer_lr_factors(model, cfg.train.layer_lr_decay)
-        object.__setattr__(optimizer, "lr_factors", factors)
-    model.compile(
-        optimizer=optimizer,
-        loss=task.loss(),
-        metrics=task.metrics(),
-        weighted_metrics=task.weighted_metrics() or None,
-        jit_compile=cfg.runtime.jit_compile,
-        steps_per_execution=cfg.runtime.steps_per_execution,
-    )
-
-
-def prepare_data(
-    cfg: ExperimentConfig, clock: PhaseClock | None = None
-) -> TrainingData:
-    """Reads every split, builds the label space and encodes the splits (timed as
-    ``read_data`` and ``tokenize`` on ``clock``, if given).
-
-    Raises:
-        DataError: for any problem with the data, naming the file, row and field.
-    """
-    task = get_task(cfg)
-    clock = clock or PhaseClock()
-    with stage("reading data") as reading, clock.phase("read_data"):
-        splits = load_splits(cfg)
-        reading.update(sum(len(examples) for _, examples in splits.items()))
-    for _, examples in splits.items():
-        if message := describe_skipped(examples):
-            log.warning(message)
-    labels = task.build_labels(splits.train, cfg.data)
-    for _, examples in splits.items():  # every split's problems before any loading
-        task.check_targets(examples, labels, cfg.data)
-    preset = resolve_preset(cfg.model.preset)
-    with clock.phase("tokenize"):
-        preprocessor = task.load_preprocessor(preset, cfg.model.sequence_length)
-    encoded = {}
-    for name, examples in splits.items():
-        encode = task.encode_train if name == "train" else task.encode
-        with (
-            stage(f"tokenizing {name}", len(examples)) as tokenizing,
-            clock.phase("tokenize"),
-        ):
-            encoded[name] = encode(examples, preprocessor, labels, cfg)
-            tokenizing.update(len(examples))
-    return TrainingData(task, splits, labels, preprocessor, encoded)
 
 
 def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
@@ -242,9 +164,9 @@ def _run(
     validation = None if host_validation else data.encoded.get("validation")
     feed = make_feed(cfg, strategy, data.encoded["train"], validation)
     with clock.phase("build"):
-        model, start_step = _build(cfg, strategy, run_dir, data.labels, feed)
+        model, start_step = build_compiled(cfg, strategy, run_dir, data.labels, feed)
     trainable, total = count_params(model)
-    _log_start(cfg, data, feed, trainable, total, start_step)
+    log_plan(cfg, data, feed, trainable, total, start_step)
     epoch_metrics = (
         EpochMetrics.for_split(
             cfg,
@@ -277,6 +199,8 @@ def _run(
             callbacks.append(
                 TrainProgress(progress, spe, epochs, tc.batch_size, monitor.name)
             )
+            if epoch_metrics is not None:
+                epoch_metrics.stage = progress
         offset = start_step % spe
         keras_verbose = verbose or 0
         if offset:  # finish the interrupted epoch first, then whole epochs
@@ -294,7 +218,7 @@ def _run(
         # MultiWorkerMirroredStrategy predict() is a collective every worker would
         # have to join (and Keras re-orders its outputs for auto-sharded data), and
         # the returned model should predict anywhere, without the strategy.
-        model = _single_device_copy(model, cfg, data.labels, total_steps)
+        model = single_device_copy(model, cfg, data.labels, total_steps)
     # The best epoch was the last one validated: the model holds its weights, and
     # its validation outputs are the report's (no second pass).
     validated = validated_best(callbacks) if replicas == 1 else None
@@ -330,30 +254,6 @@ def _run(
     return Run(run_dir, cfg, data.labels, model=model, metrics=metrics, history=history)
 
 
-def _build(
-    cfg: ExperimentConfig,
-    strategy: tf.distribute.Strategy,
-    run_dir: Path,
-    labels: LabelSpec,
-    feed: Feed,
-) -> tuple[keras.Model, int]:
-    """The compiled model inside the strategy, and the step to resume at (0: new)."""
-    with strategy.scope():
-        model = build_model(cfg.model, labels, cfg.task, cfg.peft)
-        compile_model(model, cfg, feed.total_steps)
-        if cfg.train.gradual_unfreezing is not None:
-            build_for_unfreezing(model, cfg.train.gradual_unfreezing)
-        # Inside the scope: the optimizer's slots must be created by the strategy.
-        start_step = restore_backup(model, run_dir / "backup")
-        # Before fit: tf.function traces a first call that creates variables (the
-        # slots) twice, which cost ~9 s of MiniLM's 25 s first step on 2 cores.
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-    if feed.element_spec is not None:
-        build_for_fit(model, strategy, feed.element_spec)
-    return model, start_step
-
-
 def _fit_steps(
     model: keras.Model,
     feed: Feed,
@@ -381,44 +281,3 @@ def _fit_steps(
         verbose=verbose,
         shuffle=False,  # the planned stream is already shuffled, per epoch
     )
-
-
-def _log_start(
-    cfg: ExperimentConfig,
-    data: TrainingData,
-    feed: Feed,
-    trainable: int,
-    total: int,
-    start_step: int,
-) -> None:
-    validation = data.splits.validation
-    log.info(
-        "%s: %s train / %s validation examples; trainable params %s of %s (%.1f%%)",
-        cfg.name,
-        len(data.splits.train),
-        len(validation) if validation else 0,
-        f"{trainable:,}",
-        f"{total:,}",
-        100 * trainable / max(total, 1),
-    )
-    widths = feed.widths
-    log.info(
-        "precision %s; batches padded to %s",
-        keras.config.dtype_policy().name,
-        f"widths {widths}"
-        + (" grouped by length" if cfg.data.length_grouping > 1 else "")
-        if widths
-        else "the sequence length",
-    )
-    if start_step:
-        log.info("resuming at step %d of %d", start_step, feed.total_steps)
-
-
-def _single_device_copy(
-    model: keras.Model, cfg: ExperimentConfig, labels: LabelSpec, total_steps: int
-) -> keras.Model:
-    """The same model and weights, built outside the strategy (on one device)."""
-    copy = build_model(cfg.model, labels, cfg.task, cfg.peft)
-    compile_model(copy, cfg, total_steps)
-    copy.set_weights(model.get_weights())
-    return copy
