@@ -34,15 +34,27 @@ def process_age() -> float | None:
     return max(uptime - started / os.sysconf("SC_CLK_TCK"), 0.0)
 
 
-class PhaseClock:
-    """Accumulates wall seconds per named phase (a phase may be entered again)."""
+# Whether a clock has already counted this process's start-up: a second run in the
+# same process (a notebook, a script, the test suite) did not wait for the imports.
+_startup_counted = False
 
-    def __init__(self) -> None:
+
+class PhaseClock:
+    """Accumulates wall seconds per named phase (a phase may be entered again).
+
+    With ``count_startup``, the first such clock of the process also holds
+    ``startup``, the seconds from process start to its creation.
+    """
+
+    def __init__(self, count_startup: bool = False) -> None:
+        global _startup_counted
         self.seconds: dict[str, float] = {}
         self.start = time.perf_counter()
-        age = process_age()
-        if age is not None:
-            self.seconds["startup"] = age
+        if count_startup and not _startup_counted:
+            _startup_counted = True
+            age = process_age()
+            if age is not None:
+                self.seconds["startup"] = age
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -88,7 +88,7 @@ def train(cfg: ExperimentConfig, verbose: int | None = None) -> Run:
 
 
 def _train(cfg: ExperimentConfig, verbose: int | None) -> Run:
-    clock = PhaseClock()
+    clock = PhaseClock(count_startup=True)
     # The strategy comes first: multi-worker and TPU strategies configure the TF
     # runtime, which is only possible before it has run anything.
     strategy = make_strategy(cfg.runtime)
