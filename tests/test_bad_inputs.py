@@ -80,12 +80,13 @@ def test_corpus_is_complete_and_small():
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fails loudly (exit 3) if a case gets past input validation."""
-    import tfsft.training.trainer as trainer
+    # Loading the model is the first step after the data checks (prepare_data).
+    import tfsft.training.prepare as prepare
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the input was accepted and training was about to start")
 
-    monkeypatch.setattr(trainer, "resolve_preset", refuse)
+    monkeypatch.setattr(prepare, "resolve_preset", refuse)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
