@@ -258,8 +258,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self._queue: queue.Queue[_Job] = queue.Queue()
-        # Merged model calls, their rows, and the seconds spent in them.
-        self.calls, self.rows, self.busy = 0, 0, 0.0
+        # Merged model calls made so far (fewer than requests when batching works).
+        self.calls = 0
         threading.Thread(target=self._loop, name="batcher", daemon=True).start()
 
     def run(
@@ -292,11 +292,8 @@ class Batcher:
                     size += job.rows
                 else:
                     pending.append(job)
-            start = time.perf_counter()
             self._run(batch)
             self.calls += 1
-            self.rows += size
-            self.busy += time.perf_counter() - start
 
     @staticmethod
     def _run(batch: list[_Job]) -> None:
