@@ -362,3 +362,30 @@ def test_new_version_is_picked_up_without_restart(served):
     assert body["model_version_status"][0]["version"] == "2"
     code, _ = _call(server, "/v1/models/sent/versions/2:predict", {"instances": ["ok"]})
     assert code == 200
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(served):
+    """curl and other clients send ``Expect: 100-continue`` with larger bodies and
+    wait for the interim answer: it must leave at once, not sit in the buffered
+    writer until the (never sent) body has been read."""
+    server, _, _ = served
+    body = json.dumps({"instances": ["good"]}).encode()
+    head = (
+        b"POST /v1/models/sent:predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        sock.sendall(body)
+        data = interim.partition(b"\r\n\r\n")[2]
+        while not _answers(data):
+            data += sock.recv(65536)
+    ((code, _, answer),) = _answers(data)
+    assert code == 200 and len(answer["predictions"]) == 1

@@ -66,6 +66,17 @@ class _Handler(BaseHTTPRequestHandler):
     # TCP_NODELAY: a response's last segment leaves at once instead of waiting for
     # the client's (delayed) ACK of the one before it, up to 40 ms on Linux.
     disable_nagle_algorithm = True
+    # A buffered socket writer: the status line, headers and body of a response
+    # collect in one buffer and leave in one write when the request is done (the
+    # base class flushes after every request), instead of a write per header.
+    wbufsize = -1
+
+    def handle_expect_100(self) -> bool:
+        # The interim "100 Continue" must reach the client now: it waits for it
+        # before sending the body this handler is about to read.
+        sent = super().handle_expect_100()
+        self.wfile.flush()
+        return sent
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet access log
         return
@@ -188,12 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        if self.request_version == "HTTP/0.9":  # no headers at all
-            self.wfile.write(data)
-            return
-        # Headers and body in one write (one segment for a small answer).
-        self._headers_buffer.append(b"\r\n" + data)
-        self.flush_headers()
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class _TooLarge(Exception):
