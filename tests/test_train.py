@@ -1,3 +1,4 @@
+import csv
 import json
 from pathlib import Path
 
@@ -98,17 +99,36 @@ def test_resume_after_interruption(tiny_cfg, monkeypatch):
         tfsft.train(cfg, verbose=0)
     (first,) = list((Path(cfg.train.output_dir) / cfg.name).iterdir())
     assert read_status(first)["state"] == "interrupted"
-    assert (first / "backup").is_dir()
+    progress = first / "backup" / "progress.json"
+    two_epochs = json.loads(progress.read_text())["global_step"]
 
+    # The second session trains the last epoch, then dies before it completes. The
+    # last epoch wrote no backup (the finished run would delete it), so the one
+    # after epoch 2 is still the newest.
     monkeypatch.setattr(trainer, "make_callbacks", real)
+    real_report = trainer.report_splits
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "report_splits", dies)
+    with pytest.raises(KeyboardInterrupt):
+        tfsft.train(cfg, verbose=0)
+    assert read_status(first)["state"] == "interrupted"
+    assert json.loads(progress.read_text())["global_step"] == two_epochs
+
+    # The third session replays the last epoch from that backup, exactly.
+    monkeypatch.setattr(trainer, "report_splits", real_report)
     run = tfsft.train(cfg, verbose=0)
     assert run.dir == first  # the same command continued the same run
     assert read_status(run.dir)["state"] == "completed"
-    epochs = [
-        int(line.split(",")[0])
-        for line in (run.dir / "history.csv").read_text().splitlines()[1:]
-    ]
-    assert epochs == [0, 1, 2]  # epochs 0-1 from the first session, 2 after resume
+    assert not (run.dir / "backup").exists()
+    rows = list(csv.DictReader((run.dir / "history.csv").open()))
+    # Epochs 0-1 from the first session, 2 from the second, 2 again after resume.
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 2]
+    assert float(rows[3]["val_loss"]) == pytest.approx(
+        float(rows[2]["val_loss"]), abs=1e-6
+    )
     assert len(run.history["loss"]) == 3
 
 

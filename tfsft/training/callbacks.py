@@ -31,6 +31,7 @@ def make_callbacks(
     cfg: TrainConfig,
     monitor: Monitor,
     epoch_metrics: keras.callbacks.Callback | None = None,
+    total_steps: int | None = None,
 ) -> list[keras.callbacks.Callback]:
     """Builds the callback list for `model.fit`.
 
@@ -41,6 +42,8 @@ def make_callbacks(
             ``val_accuracy``, and its mode (from the task's metric declarations).
         epoch_metrics: a callback that adds host-computed validation metrics to
             each epoch's logs (`EpochMetrics`); it runs before anything reads them.
+        total_steps: the run's last global step: no backup is written there (the
+            finished run deletes it); None backs up at every epoch end.
     """
     mode = monitor.mode
     callbacks: list[keras.callbacks.Callback] = [
@@ -52,7 +55,7 @@ def make_callbacks(
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
     ]
     # Last, so that an epoch's checkpoint and log row exist before its backup does.
-    callbacks.append(StepBackup(run_dir / "backup", cfg.save_every_steps))
+    callbacks.append(StepBackup(run_dir / "backup", cfg.save_every_steps, total_steps))
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from tfsft.evaluation.inference import predict_outputs
 from tfsft.evaluation.run_report import finish_report
 from tfsft.models.peft import detached, merge_lora, peft_state
 from tfsft.models.peft.adapter_io import save_adapter
+from tfsft.run_files import read_history
 from tfsft.runs import write_json
 from tfsft.tasks.base import Task
 from tfsft.training.phases import PhaseClock
@@ -117,7 +117,7 @@ def save_run(
     model.optimizer = optimizer
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
     clock.add("save", time.perf_counter() - began)
-    history = read_history(run_dir / "history.csv")
+    history = epoch_logs(run_dir)
     with clock.phase("report"):
         finish_report(run_dir, history, lengths, cfg.model.sequence_length)
     metrics["phase_seconds"] = clock.report()
@@ -125,15 +125,13 @@ def save_run(
     return history
 
 
-def read_history(path: Path) -> dict[str, list[float]]:
-    """Per-epoch logs from the CSV log (complete even across resumed sessions)."""
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-    # CSVLogger writes "NA" for a metric an epoch did not log.
-    history = {
-        k: [float(r[k]) for r in rows if r.get(k) not in (None, "", "NA")] for k in keys
-    }
+def epoch_logs(run_dir: Path) -> dict[str, list[float]]:
+    """Per-epoch logs as Keras' History holds them, complete across resumed sessions.
+
+    An epoch logged twice (its session died after logging it, before the run
+    finished, and the resumed session replayed it) counts once: its later row.
+    """
+    rows = read_history(run_dir)
+    keys = dict.fromkeys(k for row in rows for k in row if k != "epoch")
+    history = {k: [row[k] for row in rows if row.get(k) is not None] for k in keys}
     return {k: v for k, v in history.items() if v}

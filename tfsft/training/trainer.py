@@ -179,7 +179,10 @@ def _run(
         if host_validation
         else None
     )
-    callbacks = [FitPhases(clock), *make_callbacks(run_dir, tc, monitor, epoch_metrics)]
+    callbacks = [
+        FitPhases(clock),
+        *make_callbacks(run_dir, tc, monitor, epoch_metrics, feed.total_steps),
+    ]
     if tc.gradual_unfreezing is not None:
         callbacks.append(GradualUnfreezing(tc.gradual_unfreezing, feed.steps_per_epoch))
     callbacks += data.task.callbacks(
