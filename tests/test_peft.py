@@ -226,6 +226,56 @@ def test_layer_wise_rates_scale_each_blocks_first_adam_step(tmp_path):
         assert steps.max() == pytest.approx(lr * expected[name], rel=0.01), name
 
 
+def test_loraplus_ratio_scales_only_the_b_factors_steps(tmp_path):
+    """LoRA+: B learns at ratio x the rate, A at the rate, composing with the
+    layer-wise factors. B starts at zero, so the first step moves only B (A's
+    gradient is zero) by about its rate; the second moves A, by at most its rate."""
+    from tfsft.models.peft.lora import LoraDense
+
+    decay, lr, ratio = 0.5, 1e-3, 4.0
+    cfg = _cfg(
+        tmp_path,
+        peft={"method": "lora", "loraplus_lr_ratio": ratio},
+        train={"layer_lr_decay": decay, "learning_rate": lr, "max_grad_norm": None},
+    )
+    model = _compiled(cfg, steps=10_000)  # the schedule's rate stays ~lr for two steps
+    # A negligible epsilon: Adam's first step is then exactly its rate for every
+    # weight with a gradient (B's gradients here are small enough for 1e-7 to
+    # shave a few percent off).
+    model.optimizer.epsilon = 1e-12
+    blocks = transformer_blocks(model.backbone)
+    loras = {
+        level: [la for la in block._flatten_layers() if isinstance(la, LoraDense)]
+        for level, block in enumerate(blocks, start=1)
+    }
+    assert all(len(found) == 2 for found in loras.values())  # query and value
+    x, y = _batch()
+
+    def steps(attr):
+        before = {
+            level: [getattr(la, attr).numpy().copy() for la in found]
+            for level, found in loras.items()
+        }
+        model.train_on_batch(x, y)
+        return {
+            level: max(
+                float(np.abs(getattr(la, attr).numpy() - old).max())
+                for la, old in zip(loras[level], before[level], strict=True)
+            )
+            for level in loras
+        }
+
+    depth = len(blocks)
+    for level, step in steps("lora_b").items():
+        assert step == pytest.approx(lr * ratio * decay ** (depth - level), rel=1e-3)
+    for level, step in steps("lora_a").items():
+        # Adam's first nonzero gradient at step 2: |m_hat / sqrt(v_hat)| ~ 0.74.
+        assert 0.5 * lr * decay ** (depth - level) < step
+        assert step <= 1.001 * lr * decay ** (depth - level), level
+    with pytest.raises(Exception, match="loraplus_lr_ratio"):
+        _cfg(tmp_path, peft={"method": "adapter", "loraplus_lr_ratio": 16})
+
+
 def test_gradual_unfreezing_trains_the_head_then_blocks_from_the_top(tmp_path):
     """Two steps per stage, four steps: the head alone, then also the top block;
     the bottom block and the embeddings never unfreeze in this run."""

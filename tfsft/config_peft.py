@@ -16,7 +16,7 @@ class _Strict(BaseModel):
 # a typo such as `rank` under `method: adapter` does not pass silently.
 _OPTIONS = {
     "none": set(),
-    "lora": {"rank", "alpha", "dropout", "targets"},
+    "lora": {"rank", "alpha", "dropout", "targets", "loraplus_lr_ratio"},
     "adapter": {"adapter_dim", "placement", "activation"},
     "prompt": {"num_virtual_tokens"},
     "prefix": {"num_virtual_tokens"},
@@ -57,6 +57,12 @@ class PeftConfig(_Strict):
         description="LoRA: names of the layers it adapts (query, key, value, "
         "attention_output, feedforward_*), or all-linear for every dense layer of "
         "the transformer blocks; default: query and value.",
+    )
+    loraplus_lr_ratio: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="LoRA+: the B factors learn at this multiple of the learning "
+        "rate, the A factors at the rate itself (the LoRA+ paper suggests 16, with "
+        "a lower learning rate); default: one rate for both.",
     )
     adapter_dim: Annotated[int, Field(ge=1)] = Field(
         default=64,

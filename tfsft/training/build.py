@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfsft.config import ExperimentConfig
 from tfsft.data.labels import LabelSpec
 from tfsft.models.build import build_model
+from tfsft.models.peft.lora import LoraDense
 from tfsft.models.remat import AUTO_MIN_TOKENS, enable_block_remat
 from tfsft.tasks import get_task
 from tfsft.training.distribute import build_for_fit
@@ -27,8 +28,8 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
         auto = cfg.train.gradient_checkpointing == "auto"
         enable_block_remat(model.backbone, AUTO_MIN_TOKENS if auto else 0)
     optimizer = make_optimizer(cfg.train, total_steps)
-    if cfg.train.layer_lr_decay is not None:
-        factors = layer_lr_factors(model, cfg.train.layer_lr_decay)
+    factors = lr_factors(model, cfg)
+    if factors:
         object.__setattr__(optimizer, "lr_factors", factors)
     model.compile(
         optimizer=optimizer,
@@ -38,6 +39,21 @@ def compile_model(model: keras.Model, cfg: ExperimentConfig, total_steps: int) -
         jit_compile=cfg.runtime.jit_compile,
         steps_per_execution=cfg.runtime.steps_per_execution,
     )
+
+
+def lr_factors(model: keras.Model, cfg: ExperimentConfig) -> dict[int, float]:
+    """``id(variable)`` -> learning-rate factor: layer-wise decay, times LoRA+'s
+    ratio on the B factors (both by variable, so they compose)."""
+    factors: dict[int, float] = {}
+    if cfg.train.layer_lr_decay is not None:
+        factors = layer_lr_factors(model, cfg.train.layer_lr_decay)
+    ratio = cfg.peft.loraplus_lr_ratio if cfg.peft.method == "lora" else None
+    if ratio is not None:
+        for layer in model._flatten_layers():
+            if isinstance(layer, LoraDense):
+                key = id(layer.lora_b)
+                factors[key] = factors.get(key, 1.0) * ratio
+    return factors
 
 
 def build_compiled(
