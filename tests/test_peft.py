@@ -272,7 +272,7 @@ def test_loraplus_ratio_scales_only_the_b_factors_steps(tmp_path):
         # Adam's first nonzero gradient at step 2: |m_hat / sqrt(v_hat)| ~ 0.74.
         assert 0.5 * lr * decay ** (depth - level) < step
         assert step <= 1.001 * lr * decay ** (depth - level), level
-    with pytest.raises(Exception, match="loraplus_lr_ratio"):
+    with pytest.raises(ConfigError, match="loraplus_lr_ratio"):
         _cfg(tmp_path, peft={"method": "adapter", "loraplus_lr_ratio": 16})
 
 

@@ -123,7 +123,7 @@ def test_resume_after_interruption(tiny_cfg, monkeypatch):
     assert run.dir == first  # the same command continued the same run
     assert read_status(run.dir)["state"] == "completed"
     assert not (run.dir / "backup").exists()
-    rows = list(csv.DictReader((run.dir / "history.csv").open()))
+    rows = list(csv.DictReader((run.dir / "history.csv").read_text().splitlines()))
     # Epochs 0-1 from the first session, 2 from the second, 2 again after resume.
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 2]
     assert float(rows[3]["val_loss"]) == pytest.approx(
