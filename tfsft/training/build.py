@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfsft.config import ExperimentConfig
 from tfsft.data.labels import LabelSpec
 from tfsft.models.build import build_model
-from tfsft.models.peft.lora import LoraDense
+from tfsft.models.peft import lora_layers
 from tfsft.models.remat import AUTO_MIN_TOKENS, enable_block_remat
 from tfsft.tasks import get_task
 from tfsft.training.distribute import build_for_fit
@@ -49,10 +49,9 @@ def lr_factors(model: keras.Model, cfg: ExperimentConfig) -> dict[int, float]:
         factors = layer_lr_factors(model, cfg.train.layer_lr_decay)
     ratio = cfg.peft.loraplus_lr_ratio if cfg.peft.method == "lora" else None
     if ratio is not None:
-        for layer in model._flatten_layers():
-            if isinstance(layer, LoraDense):
-                key = id(layer.lora_b)
-                factors[key] = factors.get(key, 1.0) * ratio
+        for layer in lora_layers(model):
+            key = id(layer.lora_b)
+            factors[key] = factors.get(key, 1.0) * ratio
     return factors
 
 
