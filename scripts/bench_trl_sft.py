@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args=config,
             train_dataset=datasets.Dataset.from_list(train.examples),
             processing_class=tokenizer,
-            peft_config=lora,
+            peft_config=None if args.full else lora,
             data_collator=collator,
         )
         # TRL took the rows as they are: no template, BOS or EOS of its own.
@@ -471,7 +471,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "max_grad_norm": args.max_grad_norm,
             "optimizer": str(getattr(config.optim, "value", config.optim)),
             "lr_scheduler": "linear",
-            "lora": {
+            "lora": None
+            if args.full
+            else {
                 "rank": args.lora_rank,
                 "alpha": args.lora_alpha,
                 "dropout": args.lora_dropout,
@@ -524,6 +526,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--lora-targets", default="q_proj,v_proj")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="full fine-tuning, no LoRA (the ceiling a LoRA recipe is measured "
+        "against; the --lora-* options are then ignored)",
+    )
     p.add_argument("--group-by-length", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)

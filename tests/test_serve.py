@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (
 
 import tfsft
 from tfsft.config import validate_config
-from tfsft.export.saved_model import TRIM_MULTIPLE, export_model, trim_padding
+from tfsft.export.saved_model import export_model, trim_padding
 from tfsft.export.serve import ServeOptions, Server
 
 
@@ -230,15 +230,19 @@ def test_trim_padding_cuts_only_columns_no_row_uses():
     mask = tf.constant([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], [1] * 9 + [0] * 3])
     features = {"token_ids": mask * 7, "padding_mask": mask}
     out = trim_padding(features)
-    assert out["token_ids"].shape == (2, min(2 * TRIM_MULTIPLE, 12))
-    np.testing.assert_array_equal(out["token_ids"], features["token_ids"][:, :12])
+    # Cut right after the longest row, every tensor alike.
+    assert out["token_ids"].shape == out["padding_mask"].shape == (2, 9)
+    np.testing.assert_array_equal(out["token_ids"], features["token_ids"][:, :9])
     short = trim_padding({"padding_mask": tf.constant([[True, True, False, False]])})
-    assert short["padding_mask"].shape == (1, 4)  # rounded up, never past the end
-    long = tf.constant([[1] * 10 + [0] * 30])
-    assert trim_padding({"padding_mask": long})["padding_mask"].shape == (1, 16)
+    assert short["padding_mask"].shape == (1, 2)
+    long = tf.constant([[1] * 17 + [0] * 23])
+    assert trim_padding({"padding_mask": long})["padding_mask"].shape == (1, 17)
     # Left padding uses the last column: nothing is cut.
     left = tf.constant([[0] * 30 + [1] * 10])
     assert trim_padding({"padding_mask": left})["padding_mask"].shape == (1, 40)
+    # A batch with no token at all keeps one column; an empty one stays empty.
+    none = tf.zeros([2, 5], tf.int32)
+    assert trim_padding({"padding_mask": none})["padding_mask"].shape == (2, 1)
     empty = tf.zeros([3, 0], tf.int32)
     assert trim_padding({"padding_mask": empty})["padding_mask"].shape == (3, 0)
 

@@ -16,6 +16,7 @@ import keras
 
 from tfsft.config import FreezeLayersConfig
 from tfsft.errors import ConfigError
+from tfsft.models.layers import nested_layers
 
 
 def apply_freeze(model: keras.Model, freeze: str | FreezeLayersConfig) -> None:
@@ -43,7 +44,7 @@ def freeze_backbone_layers(backbone: keras.Model) -> list[keras.layers.Layer]:
     """Freezes every layer of ``backbone`` but leaves the backbone itself trainable,
     so that weights a PEFT method adds to it later still train. Returns its layers."""
     backbone.trainable = True
-    layers = list(backbone._flatten_layers(include_self=False))
+    layers = nested_layers(backbone)
     for layer in layers:
         layer.trainable = False
     return layers

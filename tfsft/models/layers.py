@@ -1,8 +1,19 @@
-"""Layers tfsft's own heads share (keras-hub builds its heads the same way)."""
+"""Layers tfsft's own heads share (keras-hub builds its heads the same way), and the
+walk over a model's nested layers."""
 
 from __future__ import annotations
 
 import keras
+
+
+def nested_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer nested in ``layer`` at any depth (not ``layer`` itself).
+
+    Keras 3 has no public recursive walk (``Model.layers`` is the top level only);
+    its own `_flatten_layers` is the walk Keras uses internally, called here only so
+    that a Keras upgrade that renames it breaks one function, not five callers.
+    """
+    return list(layer._flatten_layers(include_self=False))
 
 
 def output_layers(

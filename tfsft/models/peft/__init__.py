@@ -22,6 +22,7 @@ import keras
 from tfsft.config_peft import PeftConfig
 from tfsft.errors import ConfigError
 from tfsft.models.freeze import freeze_backbone_layers, transformer_blocks
+from tfsft.models.layers import nested_layers
 from tfsft.models.peft.adapters import BottleneckAdapter
 from tfsft.models.peft.lora import LoraDense, kernel_split, merge_into_base
 from tfsft.models.peft.prefix import apply_prefix
@@ -152,7 +153,7 @@ def _apply_adapters(backbone: keras.Model, cfg: PeftConfig) -> list[Edit]:
 def _train_also(backbone: keras.Model, names: list[str]) -> None:
     if not names:
         return
-    layers = list(backbone._flatten_layers(include_self=False))
+    layers = nested_layers(backbone)
     for name in names:
         matched = [layer for layer in layers if name in layer.name and layer.weights]
         if not matched:
@@ -219,7 +220,5 @@ def forget_traced_functions(model: keras.Model) -> None:
 def lora_layers(model: keras.Model) -> list[LoraDense]:
     """The model's active LoRA layers."""
     return [
-        layer
-        for layer in model.backbone._flatten_layers(include_self=False)
-        if isinstance(layer, LoraDense)
+        layer for layer in nested_layers(model.backbone) if isinstance(layer, LoraDense)
     ]

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 
 from tfsft.errors import ConfigError
+from tfsft.models.layers import nested_layers
 
 
 def causal_lm_class(backbone: keras.Model) -> type:
@@ -47,7 +48,7 @@ def build_causal_lm(backbone: keras.Model, dropout: float) -> keras.Model:
     """
     from tfsft.tasks.causal_lm.training import SFTCausalLM
 
-    for layer in backbone._flatten_layers(include_self=False):
+    for layer in nested_layers(backbone):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = dropout
     causal_lm = causal_lm_class(backbone)(backbone=backbone, preprocessor=None)
