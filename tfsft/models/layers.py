@@ -11,7 +11,7 @@ def nested_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
 
     Keras 3 has no public recursive walk (``Model.layers`` is the top level only);
     its own `_flatten_layers` is the walk Keras uses internally, called here only so
-    that a Keras upgrade that renames it breaks one function, not five callers.
+    that a Keras upgrade that renames it breaks this function, not its callers.
     """
     return list(layer._flatten_layers(include_self=False))
 

@@ -24,6 +24,7 @@ import keras
 
 from tfsft.config_peft import GradualUnfreezingConfig
 from tfsft.models.freeze import embedding_layers, transformer_blocks
+from tfsft.models.layers import nested_layers
 from tfsft.training.resume import global_step
 
 log = logging.getLogger("tfsft")
@@ -72,7 +73,7 @@ def _retrace(model: keras.Model) -> None:
     # also records the trainable state at compile time and warns at the next
     # fit() when it changed; the change here is deliberate, so record it.
     model._compiled_trainable_state = {
-        layer: layer.trainable for layer in model._flatten_layers()
+        layer: layer.trainable for layer in [model, *nested_layers(model)]
     }
     if getattr(model, "train_function", None) is not None:
         model.make_train_function(force=True)
