@@ -17,6 +17,7 @@ from tfsft.config import validate_config
 from tfsft.errors import ConfigError, TfsftError
 from tfsft.models.build import build_model
 from tfsft.models.freeze import count_params, embedding_layers, transformer_blocks
+from tfsft.models.layers import nested_layers
 from tfsft.models.peft import merge_lora, peft_state
 
 HIDDEN, FFN, LAYERS, HEAD = 16, 32, 2, 16 * 2 + 2
@@ -245,7 +246,7 @@ def test_loraplus_ratio_scales_only_the_b_factors_steps(tmp_path):
     model.optimizer.epsilon = 1e-12
     blocks = transformer_blocks(model.backbone)
     loras = {
-        level: [la for la in block._flatten_layers() if isinstance(la, LoraDense)]
+        level: [la for la in nested_layers(block) if isinstance(la, LoraDense)]
         for level, block in enumerate(blocks, start=1)
     }
     assert all(len(found) == 2 for found in loras.values())  # query and value
